@@ -1,0 +1,99 @@
+"""Reproduce the shipped demo CNN WHO-risk model (demo — not for clinical use).
+
+    python benchmarks/cnn_make_demo.py --out /tmp/cnndemo [--cases 800] [--epochs 40] [--device auto] [--install]
+
+1. synthetic thymic epithelial tumors, seeds 200000…, generated in memory in parallel
+   (``generate_case(seed, classes=WHO_LOW + WHO_HIGH)``); seed % 5 == 0 → test, == 1 → val, else train;
+2. ROI recipe of the study (largest-area slice, +1 slice for training, z-score, 224 px);
+3. ``train_cnn`` (ShuffleNetV2 from scratch, SGD lr 0.01, batch 16, best validation AUC);
+4. held-out test AUC with a DeLong 95 % CI and threshold metrics go into the model card;
+5. ``--install`` copies weights + card to mediastinal_ai/models/builtin/demo-risk-cnn/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+BACKBONE = "shufflenet_v2_x1_0"
+SEED0 = 200_000
+
+
+def _split(seed: int) -> str:
+    return "test" if seed % 5 == 0 else "val" if seed % 5 == 1 else "train"
+
+
+def _make(args: tuple[int, int]):
+    seed, size = args
+    from mediastinal_ai.roi import extract_roi
+    from mediastinal_ai.synthetic.generator import generate_case
+    from mediastinal_ai.taxonomy import WHO_HIGH, WHO_LOW
+
+    c = generate_case(seed, classes=list(WHO_LOW + WHO_HIGH))
+    if not c.mask.array.any():  # a lesion smaller than half a voxel leaves no mask: no ROI to learn from
+        return []
+    split = _split(seed)
+    ss = extract_roi(c.ct, c.mask, margin_mm=10.0, size=size, offsets=(0, 1) if split == "train" else (0,))
+    return [(s.image.astype(np.float16), int(c.who_risk == "high"), c.case_id, split) for s in ss]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cases", type=int, default=800)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--install", action="store_true")
+    a = ap.parse_args()
+    from mediastinal_ai.cnn.model import RoiDataset, predict_proba, roi_recipe, train_cnn
+    from mediastinal_ai.evaluation import roc_auc_ci, threshold_metrics, youden_threshold
+
+    recipe = roi_recipe(BACKBONE)
+    with Pool(os.cpu_count()) as pool:
+        parts = pool.map(_make, [(SEED0 + i, recipe["size"]) for i in range(a.cases)])
+    rows = [r for p in parts for r in p]
+    data = RoiDataset(np.stack([r[0] for r in rows]).astype(np.float32), np.array([r[1] for r in rows]),
+                      [r[2] for r in rows], [r[3] for r in rows])
+    out = Path(a.out)
+    cohort = f"synthetic (SYNTHETIC) thymic epithelial tumors, {a.cases} cases, seeds {SEED0}..{SEED0 + a.cases - 1}"
+    repro = f"python benchmarks/cnn_make_demo.py --out OUT --cases {a.cases} --epochs {a.epochs} --install"
+    s = train_cnn(data, out, BACKBONE, recipe, epochs=a.epochs, lr=0.01, batch_size=16, device=a.device, seed=0,
+                  name="demo-risk-cnn", demo=True,
+                  training_data={"cohort": cohort, "n_samples": len(rows), "split": "seed % 5: 0 test, 1 val, else train",
+                                 "reproduce": repro})
+    from mediastinal_ai.cnn import load_model
+    from mediastinal_ai.models import resolve, write_card_for
+
+    m = load_model(resolve(out / "demo-risk-cnn.model.json"), device="cuda" if "cuda" in s["device"] else "cpu")
+    sp = np.asarray(data.splits)
+    va, te = sp == "val", sp == "test"
+    thr = youden_threshold(data.labels[va], predict_proba(m.net, data.images[va], m.device))
+    p_te = predict_proba(m.net, data.images[te], m.device)
+    auc = roc_auc_ci(data.labels[te], p_te)
+    tm = threshold_metrics(data.labels[te], p_te, thr)
+    card = m.card
+    card.metrics.update({"threshold": float(thr), "threshold_from": "Youden index on the validation split",
+                         "test_auc": round(auc.auc, 4), "test_auc_ci95_delong": [round(auc.ci_low, 4), round(auc.ci_high, 4)],
+                         "test_cases": int(te.sum()), "test_threshold_metrics": json.loads(json.dumps(tm, default=float)),
+                         "note": "held-out synthetic cases; says nothing about patients"})
+    card.extra["reproduce"] = repro
+    write_card_for(out / "demo-risk-cnn.safetensors", card)
+    print(json.dumps({"best_val_auc": s["best_val_auc"], "test_auc": auc.auc, "ci": [auc.ci_low, auc.ci_high],
+                      "threshold": thr}, default=float))
+    if a.install:
+        dest = Path(__file__).resolve().parents[1] / "mediastinal_ai" / "models" / "builtin" / "demo-risk-cnn"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("demo-risk-cnn.safetensors", "demo-risk-cnn.model.json", "training_curves.png", "training_log.csv"):
+            shutil.copyfile(out / f, dest / f)
+
+
+if __name__ == "__main__":
+    main()

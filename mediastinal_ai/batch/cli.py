@@ -1,0 +1,81 @@
+"""``mediastinal-ai run``: the batch pipeline over a cohort."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", "-i", required=True, nargs="+",
+                   help="DICOM folder, image file(s) or folder of NIfTI/NRRD/MHA files, or a manifest CSV")
+    p.add_argument("--out", "-o", required=True, help="output folder (everything is written inside it)")
+    p.add_argument("--steps", default="segment",
+                   help="comma-separated steps: qc,segment,radiomics,cnn,fusion,report (default: segment)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Dask worker processes on this machine (default: number of cores; 0 = plain loop, no Dask)")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    for task, flag in (("segmentation", "seg"), ("risk-radiomics", "radiomics"), ("risk-cnn", "cnn"),
+                       ("fusion", "fusion")):
+        p.add_argument(f"--{flag}-model", dest=f"model_{flag}", default=None,
+                       help=f"{task} model name or card path (default: the built-in demo model)")
+    p.add_argument("--threshold", type=float, default=0.5, help="segmentation probability threshold")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--force", action="store_true", help="recompute cases even when their outputs are up to date")
+    p.add_argument("--dry-run", action="store_true", help="list cases and what would run, then stop")
+    p.add_argument("--mrb", action="store_true", help="with the 'scene' step: also write a one-file .mrb per case")
+    # Modules that register extra steps (the headless Slicer script adds the MRML 'scene' step).
+    p.add_argument("--plugin", action="append", default=[], help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib
+    import os
+
+    from .discover import discover
+    from .engine import RunConfig, fingerprint, read_case_record, run_cohort
+    from .steps import order_steps, resolve_models
+
+    for plugin in args.plugin:
+        importlib.import_module(plugin)
+    steps = order_steps([s.strip() for s in args.steps.split(",") if s.strip()])
+    models = {t: getattr(args, f"model_{f}") for t, f in (("segmentation", "seg"), ("risk-radiomics", "radiomics"),
+                                                          ("risk-cnn", "cnn"), ("fusion", "fusion"))
+              if getattr(args, f"model_{f}")}
+    params = {"models": models, "threshold": args.threshold, "device": args.device}
+    if args.plugin:
+        params["plugins"] = list(args.plugin)
+    if args.mrb:
+        params["mrb"] = True
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
+    cfg = RunConfig(steps=steps, params=params, workers=workers, scheduler=args.scheduler, force=args.force)
+    cases = discover(args.input)
+    if args.dry_run:
+        resolved = resolve_models(steps, params)
+        shas = {t: m.card.sha256 for t, m in resolved.items()}
+        for t, m in resolved.items():
+            print(f"model {t}: {m.label}")
+        from pathlib import Path
+
+        for c in cases:
+            if c.error:
+                state = f"will fail: {c.error}"
+            else:
+                old = read_case_record(Path(args.out), c.case_id)
+                up_to_date = old and not args.force and old.get("fingerprint") == fingerprint(c, cfg, shas)
+                state = "up to date (skip)" if up_to_date else "will run"
+            print(f"{c.case_id:<40} {state:<20} {c.ct}")
+        print(f"{len(cases)} case(s); steps: {','.join(steps)}; "
+              + (f"scheduler {args.scheduler}" if args.scheduler else f"{workers} worker(s)"))
+        return 0
+    rows = run_cohort(cases, args.out, cfg)
+    ok = sum(r["status"] == "ok" for r in rows)
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(f"{len(rows)} case(s): {ok} ok, {skipped} skipped (up to date), {len(failed)} failed")
+    for r in failed:
+        print(f"  FAILED {r['case_id']}: {r['error']}")
+    print(f"results: {args.out}/results.csv")
+    return 1 if failed else 0

@@ -1,0 +1,309 @@
+"""The cohort runner: one pipeline definition, run sequentially or on Dask, resumable.
+
+Output layout under ``--out``::
+
+    cases/<case_id>/      complete outputs of one case; ``case.json`` (written last) records
+                          status, fingerprint, results and provenance
+    results.csv/.parquet  one row per case with a ``status`` column (ok / skipped / failed)
+    summary.json          counts, failures by reason, timing
+    .work/                in-progress case folders; wiped at the start of every run
+
+A case folder only appears under ``cases/`` by an atomic rename of a finished work folder,
+so a crash or ``kill -9`` can leave debris in ``.work/`` but never a half-written case that
+a later run trusts. A case is skipped when ``cases/<id>/case.json`` exists with the same
+fingerprint: sha256 of the input files' contents, the models' sha256, the parameters, the
+steps and the package version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Cancelled, InputError, MediastinalAIError
+from ..fileio import atomic_write_json, provenance
+from .discover import CaseSpec
+from .steps import STEPS, CaseContext, order_steps, resolve_models
+
+log = logging.getLogger(__name__)
+CASE_RECORD = "case.json"
+
+
+@dataclass
+class RunConfig:
+    steps: list[str]
+    params: dict[str, Any] = field(default_factory=dict)  # models per task, threshold, device...
+    workers: int = 0  # 0 = plain in-process loop; N = Dask LocalCluster with N workers
+    scheduler: str | None = None  # tcp://host:port of an existing Dask scheduler
+    force: bool = False
+
+
+# ---------------------------------------------------------------------------- fingerprints
+def _hash_path(h: Any, p: Path) -> None:
+    if p.is_dir():
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            _hash_path(h, f)
+    elif p.is_file():
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    else:
+        h.update(b"<missing>")
+
+
+def fingerprint(spec: CaseSpec, cfg: RunConfig, model_shas: dict[str, str]) -> str:
+    from .. import __version__
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"spec": spec.to_dict(), "steps": cfg.steps, "params": cfg.params,
+                         "models": model_shas, "version": __version__}, sort_keys=True, default=str).encode())
+    for p in (spec.ct, spec.mask):
+        if p:
+            _hash_path(h, Path(p))
+    return h.hexdigest()
+
+
+def read_case_record(out_dir: Path, case_id: str) -> dict[str, Any] | None:
+    p = out_dir / "cases" / case_id / CASE_RECORD
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------- one case
+def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], params: dict[str, Any],
+                 force: bool = False, model_shas: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the steps for one case; never raises: returns a status row. Runs on Dask workers too."""
+    spec = CaseSpec(**spec_dict)
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"case_id": spec.case_id, "status": "failed", "error": "", "error_type": "",
+                           "seconds": 0.0, "steps": ",".join(steps), "synthetic": spec.synthetic}
+    cfg = RunConfig(steps=steps, params=params, force=force)
+    try:
+        for plugin in params.get("plugins", []):  # steps registered by other layers (e.g. MRML 'scene')
+            importlib.import_module(plugin)
+        if spec.error:
+            raise InputError(spec.error, spec.ct or None)
+        shas = model_shas if model_shas is not None else {t: m.card.sha256 for t, m in resolve_models(steps, params).items()}
+        fp = fingerprint(spec, cfg, shas)
+        row["fingerprint"] = fp
+        old = read_case_record(out, spec.case_id)
+        if not force and old and old.get("fingerprint") == fp and old.get("status") == "ok":
+            row.update(old.get("results", {}))
+            row.update(status="skipped", seconds=0.0)
+            return row
+        work = out / ".work" / f"{spec.case_id}.{uuid.uuid4().hex[:8]}"
+        work.mkdir(parents=True)
+        try:
+            ctx = CaseContext(spec=spec, workdir=work, params=params)
+            for name in steps:
+                STEPS[name].run(ctx)
+            record = {"case_id": spec.case_id, "status": "ok", "fingerprint": fp, "steps": steps,
+                      "results": ctx.results, "outputs": sorted(ctx.outputs), "labels": spec.labels,
+                      "synthetic": spec.synthetic, "provenance": provenance(params=params, models=shas)}
+            atomic_write_json(work / CASE_RECORD, record)
+            _publish(work, out / "cases" / spec.case_id)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        row.update(ctx.results)
+        row["status"] = "ok"
+    except (MediastinalAIError, ValueError) as e:
+        row.update(error=str(e), error_type=type(e).__name__)
+    except Exception as e:  # noqa: BLE001 - per-case isolation: record and go on
+        row.update(error=f"unexpected {type(e).__name__}: {e}", error_type=type(e).__name__)
+        log.debug("case %s failed:\n%s", spec.case_id, traceback.format_exc())
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Swap a finished work folder into place; the old complete result, if any, goes only
+    after the new one is in place, so a crash leaves one of the two, never a mixture."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if final.exists():
+        trash = work.parent / f"old-{final.name}.{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+    os.replace(work, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- the run
+class _Progress:
+    """A one-line bar with ETA on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, stream: Any = None):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        el = time.perf_counter() - self.t0
+        eta = el / self.done * (self.total - self.done)
+        msg = f"{row['case_id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else "")
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / max(1, self.total))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                              f"elapsed {el:5.0f}s ETA {eta:5.0f}s  {msg[:60]:<60}")
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        else:
+            log.info("[%d/%d] %s (elapsed %.0fs, ETA %.0fs)", self.done, self.total, msg, el, eta)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    lock = out / ".lock"
+    if lock.exists():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+            raise MediastinalAIError(f"another batch (pid {pid}) is writing to this output folder", out)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass  # stale lock from a killed run
+    lock.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
+               on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every case; returns status rows (also written to results.csv/.parquet + summary.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = order_steps(cfg.steps)
+    with _run_lock(out):
+        shutil.rmtree(out / ".work", ignore_errors=True)  # debris of killed runs is never trusted
+        (out / ".work").mkdir()
+        models = resolve_models(steps, cfg.params)  # fail fast on a missing/tampered model
+        shas = {t: m.card.sha256 for t, m in models.items()}
+        bar = _Progress(len(cases))
+        rows: list[dict[str, Any]] = []
+
+        def done(row: dict[str, Any]) -> None:
+            rows.append(row)
+            bar.update(row)
+            if on_result:
+                on_result(row)
+            _write_results(out, rows, cfg, partial=True)
+
+        t0 = time.perf_counter()
+        try:
+            if cfg.workers <= 0 and not cfg.scheduler:
+                for c in cases:
+                    done(process_case(c.to_dict(), str(out), steps, cfg.params, cfg.force, shas))
+            else:
+                _run_dask(cases, out, steps, cfg, shas, done)
+        except KeyboardInterrupt:
+            log.warning("interrupted: %d of %d cases finished; rerun to resume", len(rows), len(cases))
+            _write_results(out, rows, cfg, partial=True, seconds=time.perf_counter() - t0)
+            raise Cancelled("batch interrupted; finished cases are kept, rerun to resume") from None
+        finally:
+            shutil.rmtree(out / ".work", ignore_errors=True)
+        order = {c.case_id: i for i, c in enumerate(cases)}
+        rows.sort(key=lambda r: order.get(r["case_id"], 0))
+        _write_results(out, rows, cfg, partial=False, seconds=time.perf_counter() - t0)
+    return rows
+
+
+def _run_dask(cases, out, steps, cfg, shas, done) -> None:
+    from distributed import Client, as_completed
+
+    if cfg.scheduler:
+        client = Client(cfg.scheduler)
+        cluster = None
+    else:
+        cluster = make_local_cluster(cfg.workers, out / ".work" / "dask")
+        client = Client(cluster)
+    try:
+        futures = [client.submit(process_case, c.to_dict(), str(out.resolve()), steps, cfg.params, cfg.force, shas,
+                                 key=f"case-{c.case_id}-{uuid.uuid4().hex[:6]}", pure=False) for c in cases]
+        for fut in as_completed(futures):
+            done(fut.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def make_local_cluster(n_workers: int, local_dir: Path):
+    """A LocalCluster of single-threaded worker processes; with a GPU, one of them owns it.
+
+    Workers write their scratch files under the run's ``.work`` folder, so nothing lands
+    outside ``--out``.
+    """
+    from distributed import LocalCluster
+
+    local_dir.mkdir(parents=True, exist_ok=True)
+    gpu = _gpu_available()
+    if gpu:
+        log.info("GPU found: one Dask worker will use it, the others run on CPU")
+    return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True,
+                        dashboard_address=None, local_directory=str(local_dir),
+                        resources={"GPU": 1} if gpu else None, silence_logs=logging.WARNING)
+
+
+def _gpu_available() -> bool:
+    if "torch" not in sys.modules:
+        # Don't import torch only to ask; CUDA_VISIBLE_DEVICES / nvidia-smi presence is enough of a hint.
+        if not shutil.which("nvidia-smi"):
+            return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _write_results(out: Path, rows: list[dict[str, Any]], cfg: RunConfig, partial: bool,
+                   seconds: float | None = None) -> None:
+    import pandas as pd
+
+    from ..fileio import atomic_path
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["case_id", "status", "error"])
+    lead = ["case_id", "status", "error", "error_type", "seconds"]
+    df = df[[c for c in lead if c in df.columns] + [c for c in df.columns if c not in lead]]
+    with atomic_path(out / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    if not partial:
+        with contextlib.suppress(ImportError), atomic_path(out / "results.parquet") as tmp:
+            df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
+        counts = df["status"].value_counts().to_dict() if len(df) else {}
+        failures: dict[str, int] = {}
+        for r in rows:
+            if r["status"] == "failed":
+                key = r.get("error_type") or "error"
+                failures[key] = failures.get(key, 0) + 1
+        atomic_write_json(out / "summary.json", {
+            "cases": len(rows), "ok": counts.get("ok", 0), "skipped": counts.get("skipped", 0),
+            "failed": counts.get("failed", 0), "failures_by_type": failures,
+            "steps": cfg.steps, "workers": cfg.workers, "scheduler": cfg.scheduler,
+            "seconds": round(seconds or 0.0, 2), **provenance(params=cfg.params),
+        })

@@ -1,0 +1,103 @@
+"""Batch steps that call the task packages' core APIs. Each writes its files into the case's
+work folder and adds flat values to ``ctx.results`` for the cohort table."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from typing import Any
+
+from ..errors import InputError, MediastinalAIError
+from .steps import CaseContext
+
+
+def _need(module: str, *names: str) -> Any:
+    try:
+        mod = importlib.import_module(module)
+        for n in names:
+            getattr(mod, n)
+        return mod
+    except (ImportError, AttributeError) as e:
+        raise MediastinalAIError(f"step not available in this build ({module}: {e})") from e
+
+
+def _write_csv(ctx: CaseContext, name: str, rows: list[dict[str, Any]]) -> None:
+    from ..fileio import atomic_path
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with atomic_path(ctx.path(name)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols or ["empty"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def segment(ctx: CaseContext) -> None:
+    seg = _need("mediastinal_ai.segmentation", "segment_volume")
+    result = seg.segment_volume(ctx.ct, model=ctx.model("segmentation"),
+                                threshold=float(ctx.params.get("threshold", 0.5)), device=ctx.params.get("device", "auto"))
+    seg.write_result(result, ctx.workdir, ctx.ct)
+    for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", "result.json"):
+        ctx.outputs.add(name)
+    ctx.mask = result.mask
+    lesions = result.lesions
+    ctx.results.update(n_lesions=len(lesions),
+                       tumor_volume_ml=round(sum(float(x["volume_ml"]) for x in lesions), 2),
+                       largest_diameter_mm=max((float(x["max_diameter_mm"]) for x in lesions), default=0.0))
+    if not lesions:
+        ctx.mask = None  # downstream risk steps then fail with a clear "no tumor found"
+
+
+def radiomics(ctx: CaseContext) -> None:
+    rad = _need("mediastinal_ai.radiomics", "predict_risk")
+    res = rad.predict_risk(ctx.ct, ctx.tumor_mask(), model=ctx.model("risk-radiomics"))
+    ctx.write_json("radiomics_result.json", res)
+    ctx.results.update(p_high_risk_radiomics=res.get("probability_high_risk"),
+                       risk_group_radiomics=res.get("group"))
+
+
+def cnn(ctx: CaseContext) -> None:
+    cn = _need("mediastinal_ai.cnn", "predict_risk")
+    res = cn.predict_risk(ctx.ct, ctx.tumor_mask(), model=ctx.model("risk-cnn"))
+    gradcam = res.pop("gradcam", None)
+    if gradcam is not None:
+        ctx.write_image("gradcam.nrrd", gradcam)
+    ctx.write_json("cnn_result.json", res)
+    ctx.results.update(p_high_risk_cnn=res.get("probability_high_risk"), risk_group_cnn=res.get("group"))
+
+
+def fusion(ctx: CaseContext) -> None:
+    fu = _need("mediastinal_ai.fusion", "predict_fusion", "result_rows")
+    clinical = ctx.spec.clinical
+    if clinical.get("ctc") is None:
+        raise InputError("no CTC level for this case (manifest column 'ctc'): the fusion step needs one")
+    res = fu.predict_fusion(ctx.ct, ctx.tumor_mask(), clinical.get("ctc"), clinical.get("age"), clinical.get("sex"),
+                            clinical.get("lesion_site"), model=ctx.model("fusion"),
+                            device=_device(ctx.params.get("device", "auto")))
+    ctx.write_json("fusion_result.json", res)
+    _write_csv(ctx, "fusion_table.csv", fu.result_rows(res))
+    f = res["fusion"]
+    ctx.results.update(p_malignant_fusion=f["p_malignant"], call_fusion=f["call"],
+                       top_class_fusion=f["top3"][0]["class"] if f["top3"] else "",
+                       p_malignant_ct_only=(res.get("ct_only") or {}).get("p_malignant"),
+                       fusion_warnings="; ".join(res.get("warnings", [])))
+
+
+def report(ctx: CaseContext) -> None:
+    ev = _need("mediastinal_ai.evaluation.report", "write_case_report")
+    paths = ev.write_case_report(ctx.workdir, ctx.workdir / "report", ct=ctx.ct, mask=ctx.mask,
+                                 case_id=ctx.spec.case_id, synthetic=ctx.spec.synthetic)
+    for p in paths:
+        ctx.outputs.add(str(p.relative_to(ctx.workdir)))
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"

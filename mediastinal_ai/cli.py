@@ -1,0 +1,107 @@
+"""``mediastinal-ai`` command line.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen subcommand's module is imported, and those modules
+import torch/pyradiomics inside ``run``, so ``--help`` is instant.
+
+Errors the user can fix (:class:`~mediastinal_ai.errors.MediastinalAIError`) print one clear
+line and exit 2; anything else prints "unexpected error" and exits 1 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mediastinal_ai.demo", "make a synthetic case, segment it, save a Slicer scene (the README demo)"),
+    "info": ("mediastinal_ai.io.cli", "read a CT (DICOM folder, NIfTI, NRRD, MHA) and print its geometry and HU range"),
+    "synth": ("mediastinal_ai.synthetic.cli", "generate a synthetic chest-CT cohort (labelled synthetic)"),
+    "models": ("mediastinal_ai.models.cli", "list, verify or install models"),
+    "segment": ("mediastinal_ai.segmentation.cli_segment", "segment anterior mediastinal tumors in one CT"),
+    "train-seg": ("mediastinal_ai.segmentation.cli_train", "train the 3D U-Net on a cohort manifest"),
+    "evaluate-seg": ("mediastinal_ai.segmentation.cli_evaluate", "voxel and lesion-wise (FROC) evaluation"),
+    "extract-radiomics": ("mediastinal_ai.radiomics.cli_extract", "extract pyradiomics features for a cohort"),
+    "train-radiomics": ("mediastinal_ai.radiomics.cli_train", "train the radiomics WHO-risk model (SVM + comparators)"),
+    "predict-radiomics": ("mediastinal_ai.radiomics.cli_predict", "predict WHO risk from radiomics for one case"),
+    "train-cnn": ("mediastinal_ai.cnn.cli_train", "train the 2D CNN WHO-risk model"),
+    "predict-cnn": ("mediastinal_ai.cnn.cli_predict", "predict WHO risk with the CNN and write a Grad-CAM map"),
+    "train-fusion": ("mediastinal_ai.fusion.cli_train", "train the CT + CTC fusion model (DMFN) and its CT-only baseline"),
+    "predict-fusion": ("mediastinal_ai.fusion.cli_predict", "benign/malignant and lesion class from CT + CTC"),
+    "evaluate": ("mediastinal_ai.evaluation.cli", "ROC/AUC with DeLong CIs and tests, threshold metrics"),
+    "report": ("mediastinal_ai.evaluation.cli_report", "per-case or cohort report (HTML and PDF)"),
+    "run": ("mediastinal_ai.batch.cli", "run steps over a whole cohort (resumable, Dask)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="mediastinal-ai",
+        description="MediastinalAI: anterior mediastinal tumor segmentation, WHO-risk and CT+CTC fusion "
+        "models for chest CT. Demo models are not for clinical use.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<18} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n\nRun 'mediastinal-ai COMMAND --help' for a command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    p.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    # Split global options from the command and its own arguments.
+    idx = next((i for i, a in enumerate(argv) if a in COMMANDS), None)
+    glob, rest = (argv, []) if idx is None else (argv[: idx + 1], argv[idx + 1 :])
+    gargs = top.parse_args(glob)
+    if gargs.command is None:
+        top.print_help()
+        return 0 if not argv or "-h" in argv or "--help" in argv else 2
+
+    logging.basicConfig(
+        level=logging.DEBUG if gargs.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    module_name, help_text = COMMANDS[gargs.command]
+    from .errors import MediastinalAIError
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("mediastinal_ai"):
+            print(f"mediastinal-ai: command {gargs.command!r} is not available in this build", file=sys.stderr)
+            return 2
+        print(f"mediastinal-ai: missing dependency {e.name!r}; install with: pip install 'mediastinal-ai[all]'",
+              file=sys.stderr)
+        return 2
+    sub = argparse.ArgumentParser(prog=f"mediastinal-ai {gargs.command}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except MediastinalAIError as e:
+        print(f"mediastinal-ai {gargs.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mediastinal-ai {gargs.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if gargs.debug:
+            raise
+        print(f"mediastinal-ai {gargs.command}: unexpected error: {type(e).__name__}: {e} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

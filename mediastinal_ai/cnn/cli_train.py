@@ -1,0 +1,57 @@
+"""``mediastinal-ai train-cnn``: train the 2D CNN WHO-risk model on a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+BACKBONE_NAMES = ("densenet121", "resnet101", "inception_v3", "vgg11", "mobilenet_v2", "shufflenet_v2_x1_0")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="cohort manifest CSV (cases with who_risk low/high and a mask)")
+    p.add_argument("--out", required=True, help="output folder (weights, card, log, curves, checkpoint)")
+    p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONE_NAMES)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (published: 0.01)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--input-size", type=int, default=None,
+                   help="ROI size in pixels (default: 224; 299 for inception_v3; smaller trains faster on CPU)")
+    p.add_argument("--margin-mm", type=float, default=10.0, help="ROI margin around the tumor in mm")
+    p.add_argument("--pretrained", default=None,
+                   help="local torchvision ImageNet state dict (.pth, loaded weights_only) — never downloaded")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="risk-cnn", help="model name (file stem and card name)")
+    p.add_argument("--demo", action="store_true", help="mark the model as a demo (not for clinical use)")
+    p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from .model import dataset_from_manifest, roi_recipe, train_cnn
+
+    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0:
+        raise InputError("--epochs ≥ 1, --batch-size ≥ 2 and --lr > 0 are required")
+    if args.input_size is not None and args.input_size < 32:
+        raise InputError(f"--input-size {args.input_size} is too small (≥ 32; ≥ 75 for inception_v3)")
+
+    def prog(f: float, msg: str) -> None:
+        print(f"\r[{f:6.1%}] {msg:<60}", end="", flush=True)
+
+    recipe = roi_recipe(args.backbone, args.margin_mm, args.input_size)
+    data = dataset_from_manifest(args.manifest, recipe, progress=prog, seed=args.seed)
+    from ..cohort import read_manifest
+
+    cases = read_manifest(args.manifest)
+    training_data = {"manifest": str(args.manifest), "n_rois": int(len(data.labels)),
+                     "synthetic": bool(cases) and all(bool(c.synthetic) for c in cases)}
+    if not args.pretrained:
+        print("no --pretrained given: training from scratch (no ImageNet weights)")
+    summary = train_cnn(data, args.out, args.backbone, recipe, epochs=args.epochs, lr=args.lr,
+                        batch_size=args.batch_size, pretrained=args.pretrained, device=args.device,
+                        resume=args.resume, seed=args.seed, name=args.name, demo=args.demo,
+                        training_data=training_data, progress=prog)
+    print(f"\nbest validation AUC {summary['best_val_auc']:.3f}; wrote {summary['weights']}")
+    return 0

@@ -1,0 +1,307 @@
+"""CNN WHO-risk model: ROI data, training, weights + card, prediction with Grad-CAM.
+
+Recipe (from the radiomics/CNN study, ../shared/DESIGN.md): the axial slice of largest tumor
+area, a rectangular (square in mm) ROI around the tumor with a margin, z-score within the ROI,
+resized to 224 (299 for InceptionV3); for training the adjacent slice (+1) is an extra sample.
+The grey ROI is replicated to the 3 input channels (the z-scored values already have ImageNet-
+like scale, so no further ImageNet mean/std is applied). Augmentation: rotation ±10°,
+translation ±10 %, scaling 0.9–1.1. Loss: BCE with ``pos_weight`` = negatives/positives of the
+training split (class weighting). SGD with momentum 0.9, lr 0.01 (cosine). The epoch with the
+best validation AUC is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..models import ModelCard, ResolvedModel, write_card_for
+from ..progress import CancelToken, ProgressCallback, check, report
+from ..volume import Volume
+from .backbones import build, logits_of, spec, target_module
+
+log = logging.getLogger(__name__)
+CLASSES = ["low risk (A/AB/B1)", "high risk (B2/B3/thymic carcinoma)"]
+
+
+def roi_recipe(backbone: str, margin_mm: float = 10.0, size: int | None = None) -> dict[str, Any]:
+    return {"margin_mm": margin_mm, "size": int(size or spec(backbone).input_size), "normalize": "zscore",
+            "window": None, "slice": "largest tumor area", "train_offsets": [0, 1]}
+
+
+def roi_images(ct: Volume, mask: Volume, recipe: dict[str, Any], offsets=(0,)):
+    from ..roi import extract_roi
+
+    return extract_roi(ct, mask, margin_mm=float(recipe["margin_mm"]), size=int(recipe["size"]),
+                       window=recipe.get("window"), normalize=recipe["normalize"], offsets=tuple(offsets))
+
+
+@dataclass
+class RoiDataset:
+    images: np.ndarray  # (N, S, S) float32
+    labels: np.ndarray  # (N,) 1 = high risk
+    case_ids: list[str]
+    splits: list[str]
+
+
+def dataset_from_manifest(manifest: str | Path, recipe: dict[str, Any], progress: ProgressCallback | None = None,
+                          seed: int = 0) -> RoiDataset:
+    from ..cohort import read_manifest
+    from ..io import read_ct, read_mask
+
+    cases = [c for c in read_manifest(manifest) if c.who_risk and c.mask is not None]  # type: ignore[union-attr]
+    if len(cases) < 6:
+        raise InputError("CNN training needs at least 6 cases with who_risk and mask", manifest)
+    rng = np.random.default_rng(seed)
+    imgs, labels, ids, splits = [], [], [], []
+    for i, c in enumerate(cases):
+        split = c.split or str(rng.choice(["train", "train", "train", "val", "test"]))
+        ct = read_ct(c.ct)
+        mask = read_mask(c.mask, ct)
+        offs = recipe.get("train_offsets", [0, 1]) if split == "train" else [0]
+        for s in roi_images(ct, mask, recipe, offs):
+            imgs.append(s.image)
+            labels.append(int(c.who_risk == "high"))
+            ids.append(c.case_id)
+            splits.append(split)
+        report(progress, 0.2 * (i + 1) / len(cases), f"ROI {c.case_id}")
+    return RoiDataset(np.stack(imgs).astype(np.float32), np.asarray(labels), ids, splits)
+
+
+def _augment(x, gen):
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+    sc = 0.9 + 0.2 * torch.rand(n, generator=gen)
+    tr = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.2  # ±10 % of the image (grid units span 2)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, tr[:, 0]], 1), torch.stack([sin, cos, tr[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), padding_mode="border", align_corners=False)
+
+
+def _to_input(images: np.ndarray):
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    return t.repeat(1, 3, 1, 1)
+
+
+def predict_proba(net: Any, images: np.ndarray, device: str = "cpu", batch: int = 32) -> np.ndarray:
+    import torch
+
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(torch.sigmoid(logits_of(net(_to_input(images[i:i + batch]).to(device)))[:, 0]).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from ..evaluation import auc_score
+
+    if len(set(y.tolist())) < 2:
+        return float("nan")
+    return float(auc_score(y, p))
+
+
+def train_cnn(data: RoiDataset, out_dir: str | Path, backbone: str, recipe: dict[str, Any], *, epochs: int = 20,
+              lr: float = 0.01, batch_size: int = 16, pretrained: str | None = None, device: str = "auto",
+              resume: bool = False, seed: int = 0, name: str = "risk-cnn", demo: bool = False,
+              training_data: dict[str, Any] | None = None, progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None) -> dict[str, Any]:
+    import torch
+
+    from ..fileio import atomic_path, atomic_write_json, provenance
+    from ..segmentation.model_io import pick_device
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    split = np.asarray(data.splits)
+    tr, va = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    if len(va) == 0 or len(set(data.labels[va].tolist())) < 2:
+        va = tr  # no usable validation split: select on training AUC (said in the card)
+    y = data.labels
+    n_pos, n_neg = int(y[tr].sum()), int(len(tr) - y[tr].sum())
+    if n_pos == 0 or n_neg == 0:
+        raise InputError("the training split needs both low- and high-risk cases")
+    net = build(backbone, pretrained).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
+    lossf = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([n_neg / n_pos], device=dev))
+    ckpt, log_path = out / "checkpoint.pt", out / "training_log.csv"
+    start, best, history = 0, -1.0, []
+    if resume and ckpt.is_file():
+        ck = torch.load(ckpt, map_location=dev, weights_only=True)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start, best = int(ck["epoch"].item()) + 1, float(ck["best"].item())
+        gen.manual_seed(seed + start)
+        with open(log_path, encoding="utf-8") as f:
+            history = list(csv.DictReader(f))
+    weights = out / f"{name}.safetensors"
+    t0 = time.perf_counter()
+    for epoch in range(start, epochs):
+        net.train()
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        losses = []
+        for i in range(0, len(perm), batch_size):
+            check(cancel)
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm needs 2+ samples
+            x = _augment(_to_input(data.images[idx]), gen).to(dev)
+            t = torch.from_numpy(y[idx].astype(np.float32))[:, None].to(dev)
+            o = net(x)
+            loss = lossf(logits_of(o), t)
+            if hasattr(o, "aux_logits") and o.aux_logits is not None:
+                loss = loss + 0.4 * lossf(o.aux_logits, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+        sched.step()
+        auc = _auc(y[va], predict_proba(net, data.images[va], dev))
+        row = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_auc": round(auc, 4)}
+        history.append(row)
+        if np.isfinite(auc) and auc > best:
+            best = auc
+            save_model(net, backbone, recipe, weights, ModelCard(
+                name=name, task="risk-cnn", weights_file="", demo=demo, training_data=training_data or {},
+                metrics={"best_val_auc": round(best, 4), "epoch": epoch,
+                         "selected_on": "validation split" if not np.array_equal(va, tr) else "training split"},
+                extra={"pretrained": str(pretrained) if pretrained else None,
+                       "trained_from_scratch": not pretrained, "seed": seed, "epochs": epochs, "lr": lr,
+                       "batch_size": batch_size}))
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "val_auc"])
+            w.writeheader()
+            w.writerows(history)
+        with atomic_path(ckpt) as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": torch.tensor(epoch), "best": torch.tensor(best)}, tmp)
+        report(progress, 0.2 + 0.8 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {row['loss']} "
+               f"val AUC {row['val_auc']}")
+    _plot(history, out / "training_curves.png")
+    summary = {"best_val_auc": best, "seconds": round(time.perf_counter() - t0, 1), "device": dev,
+               "weights": str(weights), **provenance()}
+    atomic_write_json(out / "training_summary.json", summary)
+    return summary
+
+
+def _plot(history, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([int(r["epoch"]) for r in history], [float(r["loss"]) for r in history], label="train loss")
+    ax.plot([int(r["epoch"]) for r in history], [float(r["val_auc"]) for r in history], label="validation AUC")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- weights + card
+def save_model(net: Any, backbone: str, recipe: dict[str, Any], weights_path: Path, card: ModelCard) -> Path:
+    from safetensors.torch import save_file
+
+    from ..fileio import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "mediastinal-ai-risk-cnn", "backbone": backbone})
+    card.architecture = {"backbone": backbone, "head": "1 logit (sigmoid = P(high risk))",
+                         "input": f"3 x {recipe['size']} x {recipe['size']} (grey ROI replicated)"}
+    card.preprocessing = {"roi": recipe}
+    card.classes = list(CLASSES)
+    card.input_schema = {"channels": 3, "size": int(recipe["size"])}
+    return write_card_for(weights_path, card)
+
+
+@dataclass
+class CnnModel:
+    net: Any
+    backbone: str
+    recipe: dict[str, Any]
+    card: ModelCard
+    label: str
+    threshold: float = 0.5
+    device: str = "cpu"
+
+
+def load_model(resolved: ResolvedModel, device: str = "cpu") -> CnnModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card = resolved.card
+    if card.task != "risk-cnn":
+        raise ModelError(f"{card.name!r} is a {card.task!r} model, not a CNN risk model", resolved.card_path)
+    backbone = card.architecture.get("backbone", "")
+    recipe = card.preprocessing.get("roi")
+    if not recipe or spec(backbone).input_size and int(recipe.get("size", 0)) < 32:
+        raise ModelError("model card lacks a valid ROI recipe", resolved.card_path)
+    try:
+        state = load_file(str(resolved.weights_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"cannot read the weights as safetensors ({e})", resolved.weights_path) from e
+    net = build(backbone)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelError(f"weights do not fit a {backbone} ({str(e).splitlines()[0]})", resolved.weights_path) from e
+    net.to(device).eval()
+    thr = float(card.metrics.get("threshold", 0.5)) if isinstance(card.metrics, dict) else 0.5
+    return CnnModel(net, backbone, recipe, card, resolved.label, thr, device)
+
+
+def predict_risk(ct: Volume, mask: Volume, model: CnnModel | None = None) -> dict[str, Any]:
+    """P(high WHO risk), group, ROI geometry and the Grad-CAM map on the CT grid (``gradcam``)."""
+    from ..models import resolve
+    from .gradcam import grad_cam
+
+    if model is None:
+        model = load_model(resolve(None, task="risk-cnn"))
+    sample = roi_images(ct, mask, model.recipe, (0,))[0]
+    x = _to_input(sample.image[None]).to(model.device)
+    if tuple(x.shape[1:]) != (3, model.recipe["size"], model.recipe["size"]):
+        raise ModelError(f"input {tuple(x.shape[1:])} does not match the model's {model.card.input_schema}")
+    cam, p = grad_cam(model.net, x, target_module(model.net, model.backbone))
+    slice_map = sample.roi_to_slice(cam)
+    vol = np.zeros(ct.shape, np.float32)
+    vol[sample.slice_index] = slice_map
+    k = sample.slice_index
+    y0, y1, x0, x1 = sample.box
+    center = ct.index_to_lps(np.array([(x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, k]))
+    res = {
+        "task": "risk-cnn", "probability_high_risk": round(p, 4),
+        "group": "high" if p >= model.threshold else "low", "threshold": model.threshold,
+        "model": model.label, "model_sha256": model.card.sha256, "backbone": model.backbone,
+        "roi": {"slice_index": int(k), "box_yx": [int(b) for b in sample.box],
+                "center_lps": [round(float(c), 2) for c in center]},
+        "warnings": ["demo model trained on synthetic data — not for clinical use"] if model.card.demo else [],
+        "gradcam": ct.with_array(vol, units="gradcam"),
+    }
+    return res

@@ -1,0 +1,170 @@
+"""Evaluate a predictions table: AUC (DeLong CI), paired DeLong comparisons, threshold metrics
+(Wilson CIs) at a threshold fixed beforehand, calibration, decision curve, plots, and the cohort
+report. This is what ``mediastinal-ai evaluate`` runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileio import atomic_path, atomic_write_json, provenance
+from .calibration import brier_score, calibration_curve, net_benefit
+from .roc import check_binary, delong_test, roc_auc_ci
+from .thresholds import metrics_rows, threshold_metrics, youden_threshold
+
+log = logging.getLogger(__name__)
+
+
+def read_predictions(path: str | Path, label_col: str, score_cols: list[str]):
+    """Read a CSV (or Parquet) of per-case predictions and check the named columns."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("predictions file not found", p)
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read predictions table: {e}", p) from e
+    missing = [c for c in [label_col, *score_cols] if c not in df.columns]
+    if missing:
+        raise InputError(f"column(s) {missing} not in the table; columns are {list(df.columns)}", p)
+    for c in score_cols:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise InputError(f"score column {c!r} is not numeric", p)
+    return df
+
+
+def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str | Path, *,
+                         threshold: float | None = None, threshold_df=None, ci_method: str = "delong",
+                         title: str = "evaluation", synthetic: bool = False, demo: bool = False,
+                         predictions_name: str = "", report: bool = True, readers: list[str] | None = None,
+                         aided: dict[str, str] | None = None, reader_threshold: float | None = None,
+                         froc_table: str | Path | None = None,
+                         training_logs: list[str | Path] | None = None) -> dict[str, Any]:
+    """Compute everything, write summary.json, metrics.csv, predictions.csv, plots (PNG+SVG) and
+    cohort_report.html/.pdf into ``out_dir``; return the summary.
+
+    The threshold for sensitivity/specificity etc. is, in order: ``threshold`` as given; Youden
+    on ``threshold_df`` (training/validation predictions — the honest choice); otherwise Youden
+    on the evaluated data itself, which is optimistic and flagged as such in the summary.
+
+    ``readers``: reader score/call columns (``aided``: reader → aided column) for a reader study
+    against the first score column; ``froc_table``: ``froc.csv`` of ``evaluate-seg`` to plot;
+    ``training_logs``: ``training_log.csv`` files to plot.
+    """
+    import pandas as pd
+
+    from . import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y_raw = df[label_col].to_numpy()
+    y, scores = check_binary(y_raw, *[df[c].to_numpy() for c in score_cols], what="scores")
+    score_map = dict(zip(score_cols, scores))
+    summary: dict[str, Any] = {"title": title, "predictions": predictions_name, "label_col": label_col,
+                               "score_cols": score_cols, "n": int(y.size), "n_pos": int(y.sum()),
+                               "n_neg": int((1 - y).sum()), "synthetic": synthetic, "demo": demo,
+                               "ci_method": ci_method}
+    summary["auc"] = []
+    for c, s in score_map.items():
+        r = roc_auc_ci(y, s, method=ci_method)
+        summary["auc"].append({"model": c, "auc": r.auc, "ci_low": r.ci_low, "ci_high": r.ci_high, "se": r.se,
+                               "method": r.method})
+    summary["comparisons"] = []
+    for i, a in enumerate(score_cols):
+        for b in score_cols[i + 1:]:
+            summary["comparisons"].append({"comparison": f"{a} vs {b}", **delong_test(y, score_map[a], score_map[b]).as_dict()})
+    summary["threshold_metrics"], summary["thresholds"] = {}, {}
+    if threshold is not None:
+        note = f"threshold {threshold} given by the user, applied to every model"
+    elif threshold_df is not None:
+        note = "threshold per model = Youden index on the separate training/validation predictions, applied unchanged"
+    else:
+        note = ("threshold per model = Youden index on THESE data (no training/validation predictions given): "
+                "optimistic — pass --threshold or --threshold-from for an honest estimate")
+    summary["threshold_note"] = note
+    metric_rows = []
+    for c, s in score_map.items():
+        if threshold is not None:
+            thr = float(threshold)
+        elif threshold_df is not None:
+            if c not in threshold_df.columns or label_col not in threshold_df.columns:
+                raise InputError(f"training/validation predictions lack column {c!r} or {label_col!r}")
+            thr = youden_threshold(threshold_df[label_col].to_numpy(), threshold_df[c].to_numpy())
+        else:
+            thr = youden_threshold(y, s)
+        m = threshold_metrics(y, s, thr)
+        summary["thresholds"][c] = thr
+        rows = metrics_rows(m)
+        summary["threshold_metrics"][f"{c} (threshold {thr:.4g}; TP {m['tp']} FP {m['fp']} TN {m['tn']} FN {m['fn']})"] = rows
+        metric_rows += [{"model": c, "threshold": thr, **r} for r in rows]
+        plots.save_figure(plots.plot_confusion(m["tp"], m["fp"], m["tn"], m["fn"],
+                                               title=f"{c} at threshold {thr:.3g}"), out / f"confusion_{_safe(c)}")
+    summary["brier"], summary["calibration"], summary["decision_curve"] = {}, {}, {}
+    for c, s in score_map.items():
+        if s.min() >= 0 and s.max() <= 1:
+            summary["brier"][c] = brier_score(y, s)
+            curve = calibration_curve(y, s, n_bins=min(10, max(2, y.size // 10)), strategy="quantile")
+            summary["calibration"][c] = curve
+            plots.save_figure(plots.plot_calibration(curve, summary["brier"][c], title=f"Calibration: {c}"),
+                              out / f"calibration_{_safe(c)}")
+            dc = net_benefit(y, s)
+            summary["decision_curve"][c] = dc
+            plots.save_figure(plots.plot_decision_curve(dc, title=f"Decision curve: {c}"),
+                              out / f"decision_curve_{_safe(c)}")
+    plots.save_figure(plots.plot_roc(y, score_map, title=title), out / "roc")
+    if readers:
+        summary["reader_study"] = _readers(df, y, score_map[score_cols[0]], readers, aided or {}, reader_threshold)
+        summary["reader_study"]["model_column"] = score_cols[0]
+    if froc_table is not None:
+        try:
+            fr = pd.read_csv(froc_table)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read FROC table: {e}", froc_table) from e
+        plots.save_figure(plots.plot_froc(fr), out / "froc")
+        summary["froc"] = fr.to_dict(orient="records")
+    for i, log_path in enumerate(training_logs or []):
+        plots.save_figure(plots.plot_training_curves(log_path, title=f"Training: {Path(log_path).parent.name}"),
+                          out / f"training_curves_{i + 1}")
+    summary["provenance"] = provenance(params={"threshold": threshold, "ci_method": ci_method})
+    atomic_write_json(out / "summary.json", summary)
+    with atomic_path(out / "metrics.csv") as tmp:
+        pd.DataFrame(metric_rows).to_csv(tmp, index=False)
+    with atomic_path(out / "predictions.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    if report:
+        from .report import write_cohort_report
+
+        summary["report"] = [str(p) for p in write_cohort_report(out)]
+    return summary
+
+
+def _readers(df, y, model_score, readers: list[str], aided: dict[str, str],
+             reader_threshold: float | None) -> dict[str, Any]:
+    from .readers import reader_study
+
+    missing = [c for c in [*readers, *aided.values()] if c not in df.columns]
+    if missing:
+        raise InputError(f"reader column(s) {missing} not in the predictions table")
+    return reader_study(y, model_score, {r: df[r].to_numpy() for r in readers},
+                        aided={r: df[c].to_numpy() for r, c in aided.items()}, reader_threshold=reader_threshold)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def auc_table(summary: dict[str, Any]) -> str:
+    lines = [f"{r['model']}: AUC {r['auc']:.3f} (95% CI {r['ci_low']:.3f}–{r['ci_high']:.3f})" for r in summary["auc"]]
+    lines += [f"{r['comparison']}: ΔAUC {r['auc_diff']:+.3f}, z {r['z']:.2f}, p {r['p']:.4f}"
+              for r in summary["comparisons"]]
+    return "\n".join(lines)
+
+
+def as_float_array(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=float)

@@ -1,0 +1,125 @@
+"""Model cards: a model is data — one weights file plus this JSON description.
+
+The card travels with the weights (like nnU-Net's plans file): it holds everything
+inference must reproduce (preprocessing, classes, input schema) and everything a reader of a
+result needs (training data, metrics, sha256, whether it is a demo model).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..fileio import atomic_write_json, sha256_file
+
+CARD_SUFFIX = ".model.json"
+KNOWN_TASKS = ("segmentation", "risk-radiomics", "risk-cnn", "fusion", "fusion-ct-only")
+
+
+@dataclass
+class ModelCard:
+    name: str
+    task: str
+    weights_file: str  # file name, relative to the card's folder
+    sha256: str = ""
+    version: str = "0.1.0"
+    architecture: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    demo: bool = False
+    intended_use: str = ""
+    produced_by: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in KNOWN_TASKS:
+            raise ModelError(f"unknown model task {self.task!r}; expected one of {KNOWN_TASKS}")
+        if self.demo and not self.intended_use:
+            from .. import DEMO_DISCLAIMER
+
+            self.intended_use = DEMO_DISCLAIMER
+
+    # ------------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str | Path | None = None) -> ModelCard:
+        known = set(cls.__dataclass_fields__)
+        missing = {"name", "task", "weights_file"} - set(d)
+        if missing:
+            raise ModelError(f"model card lacks {sorted(missing)}", source)
+        unknown = set(d) - known
+        extra = dict(d.get("extra", {}))
+        for k in unknown:
+            extra[k] = d[k]
+        return cls(**{k: v for k, v in d.items() if k in known and k != "extra"}, extra=extra)
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError("model card not found", path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"model card is not valid JSON ({e})", path) from e
+        if not isinstance(d, dict):
+            raise ModelError("model card must be a JSON object", path)
+        return cls.from_dict(d, source=path)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model card whose weights file exists and matches its sha256."""
+
+    card: ModelCard
+    card_path: Path
+    weights_path: Path
+
+    @property
+    def label(self) -> str:
+        tag = " (demo — not for clinical use)" if self.card.demo else ""
+        return f"{self.card.name} v{self.card.version} sha256:{self.card.sha256[:12]}{tag}"
+
+
+def verify(card_path: str | Path, expected_task: str | None = None) -> ResolvedModel:
+    """Load a card, check task and weights sha256; raise :class:`ModelError` on any mismatch."""
+    card_path = Path(card_path)
+    card = ModelCard.load(card_path)
+    if expected_task is not None and card.task != expected_task:
+        raise ModelError(f"model {card.name!r} is a {card.task!r} model, not {expected_task!r}", card_path)
+    weights = (card_path.parent / card.weights_file).resolve()
+    if not weights.is_file():
+        raise ModelError(f"weights file {card.weights_file!r} named by the card is missing", card_path)
+    if not card.sha256:
+        raise ModelError("model card has no sha256; refusing unverified weights", card_path)
+    actual = sha256_file(weights)
+    if actual != card.sha256:
+        raise ModelError(
+            f"sha256 mismatch for {weights.name}: card says {card.sha256[:16]}…, file is {actual[:16]}… "
+            "(file corrupted or tampered)",
+            weights,
+        )
+    return ResolvedModel(card=card, card_path=card_path, weights_path=weights)
+
+
+def write_card_for(weights_path: str | Path, card: ModelCard) -> Path:
+    """Fill ``sha256``/``weights_file`` from the weights and save ``<stem>.model.json`` beside them."""
+    from ..fileio import provenance
+
+    weights_path = Path(weights_path)
+    card.weights_file = weights_path.name
+    card.sha256 = sha256_file(weights_path)
+    if not card.produced_by:
+        card.produced_by = provenance()
+    return card.save(weights_path.parent / (weights_path.name.split(".")[0] + CARD_SUFFIX))

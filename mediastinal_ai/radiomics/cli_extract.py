@@ -1,0 +1,36 @@
+"""``mediastinal-ai extract-radiomics``: pyradiomics features for every case of a manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="cohort manifest CSV (case_id, ct, mask[, mask_reader2])")
+    p.add_argument("--out", required=True, help="output folder: features.csv/.parquet/.json + cache/")
+    p.add_argument("--params", default=None,
+                   help="parameter YAML, or 'paper' (default: the published settings) or 'demo' (reduced)")
+    p.add_argument("--readers", default="1,2", help="which masks: 1 = mask, 2 = mask_reader2 (default 1,2)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument("--name", default="features", help="table file name stem (default features)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import log_progress
+    from .extract import extract_cohort
+
+    readers = tuple(r.strip() for r in args.readers.split(",") if r.strip())
+    bad = [r for r in readers if r not in ("1", "2")]
+    if bad:
+        from ..errors import InputError
+
+        raise InputError(f"--readers takes 1 and/or 2, got {bad}")
+    res = extract_cohort(args.manifest, args.out, args.params, readers=readers, workers=args.workers,
+                         progress=log_progress, table_name=args.name)
+    t = res["table"]
+    print(f"{len(t)} (case, reader) rows × {t.shape[1] - 2} features; {res['n_extracted']} extracted, "
+          f"{res['n_cached']} from cache, {len(res['errors'])} failed")
+    for e in res["errors"]:
+        print(f"  failed: {e['case_id']} reader {e['reader']}: {e['error']}")
+    print(f"wrote {res['csv']}" + (f" and {res['parquet']}" if res["parquet"] else "") + f" (+ {res['sidecar']})")
+    return 1 if res["errors"] else 0

@@ -1,0 +1,33 @@
+"""``mediastinal-ai predict-radiomics``: WHO risk of one tumour from CT + mask."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ct", required=True, help="CT (DICOM folder, .nii/.nii.gz, .nrrd, .mha)")
+    p.add_argument("--mask", required=True, help="tumour mask on the CT grid")
+    p.add_argument("--label", type=int, default=None, help="label value of the tumour in a multi-label mask")
+    p.add_argument("--model", default=None, help="model name, card or folder (default: demo-risk-radiomics-svm)")
+    p.add_argument("--out", required=True, help="result JSON file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fileio import atomic_write_json
+    from ..io import read_ct, read_mask
+    from .predict import predict_risk
+
+    ct = read_ct(args.ct)
+    mask = read_mask(args.mask, reference=ct, label=args.label)
+    result = predict_risk(ct, mask, model=args.model, source=args.mask)
+    result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
+    atomic_write_json(args.out, result)
+    print(f"P(high risk) = {result['probability_high_risk']:.3f} → {result['group']} risk "
+          f"(model {result['model']['label']})")
+    for f in sorted(result["features"], key=lambda r: -abs(r["contribution"]))[:10]:
+        print(f"  {f['feature']:60s} value {f['value']:12.4g}  contribution {f['contribution']:+.3f}")
+    if result.get("warning"):
+        print(f"warning: {result['warning']}")
+    print(f"wrote {args.out}")
+    return 0

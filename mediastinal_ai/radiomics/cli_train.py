@@ -1,0 +1,38 @@
+"""``mediastinal-ai train-radiomics``: extract, select, train SVM + comparators, evaluate, save."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="cohort manifest CSV with who_risk (low/high) and masks")
+    p.add_argument("--out", required=True, help="folder for <name>.skops, <name>.model.json, <name>.metrics.md")
+    p.add_argument("--name", default="risk-radiomics-svm", help="model name (default risk-radiomics-svm)")
+    p.add_argument("--params", default=None, help="parameter YAML, 'paper' (default) or 'demo'")
+    p.add_argument("--features", default=None,
+                   help="feature table from extract-radiomics (CSV/Parquet); default: extract now")
+    p.add_argument("--work", default=None, help="extraction folder (cache, resumable; default <out>/features)")
+    p.add_argument("--workers", type=int, default=None, help="parallel extraction processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-features", type=int, default=None, help="cap on LASSO-selected features")
+    p.add_argument("--demo", action="store_true", help="mark the model as a demo (not for clinical use)")
+    p.add_argument("--description", default="", help="training cohort description for the model card")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..progress import log_progress
+    from .train import metrics_table, train_radiomics
+
+    card = train_radiomics(args.manifest, args.out, name=args.name, params=args.params, features=args.features,
+                           work_dir=args.work, workers=args.workers, seed=args.seed, max_features=args.max_features,
+                           demo=args.demo, description=args.description, progress=log_progress)
+    d = json.loads(card.read_text(encoding="utf-8"))
+    m = d["metrics"]
+    print(f"train {m['n_train']} cases ({m['n_train_high']} high risk), held-out test {m['n_test']} "
+          f"({m['n_test_high']} high risk); {len(d['input_schema']['selected_features'])} features selected")
+    print(metrics_table(m))
+    print(f"wrote {card}")
+    return 0

@@ -1,0 +1,265 @@
+"""Feature extraction: one case (Volume in, feature dict out) and a whole cohort.
+
+pyradiomics is the engine; our :class:`~mediastinal_ai.volume.Volume` is converted to
+SimpleITK only here, at the edge. Cohort extraction runs cases in a process pool (each case
+is independent), caches each case's features atomically under ``<out>/cache/`` keyed by the
+parameter fingerprint (a rerun skips finished cases; a killed run resumes), and writes one
+tidy table: one row per (case, reader), one column per feature.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, MediastinalAIError
+from ..fileio import atomic_path, atomic_write_json, provenance
+from ..progress import CancelToken, ProgressCallback, check, report
+from ..volume import Volume
+from .params import apply_window, load_params, make_extractor, params_hash
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("case_id", "reader")
+READER_COLUMNS = {"1": "mask", "2": "mask_reader2"}
+
+
+# ----------------------------------------------------------------------------- checks
+def check_mask(ct: Volume, mask: Volume, source: str | Path | None = None) -> np.ndarray:
+    """The boolean tumour mask, or a clear :class:`InputError` for masks pyradiomics cannot use."""
+    if mask.shape != ct.shape or not mask.same_geometry(ct, tol=1e-3):
+        if not _overlaps(ct, mask):
+            raise InputError("the mask lies outside the image (no overlap with the CT's extent)", source)
+        raise InputError(
+            f"mask geometry (shape {mask.shape}, spacing {tuple(round(s, 3) for s in mask.spacing_xyz)}, "
+            f"origin {tuple(round(o, 2) for o in mask.origin_xyz)}) differs from the CT's (shape {ct.shape}, "
+            f"spacing {tuple(round(s, 3) for s in ct.spacing_xyz)}, origin "
+            f"{tuple(round(o, 2) for o in ct.origin_xyz)}); resample the mask onto the CT grid", source)
+    fg = np.asarray(mask.array) > 0
+    n = int(fg.sum())
+    if n == 0:
+        raise InputError("the mask is empty (no tumour voxel)", source)
+    if n == 1:
+        raise InputError("the mask has a single voxel: too small for shape and texture features", source)
+    return fg
+
+
+def _overlaps(ct: Volume, mask: Volume) -> bool:
+    def box(v: Volume) -> tuple[np.ndarray, np.ndarray]:
+        nz, ny, nx = v.shape
+        corners = np.array([[i, j, k] for i in (0, nx - 1) for j in (0, ny - 1) for k in (0, nz - 1)], float)
+        p = v.index_to_lps(corners)
+        return p.min(0), p.max(0)
+
+    fg = np.argwhere(np.asarray(mask.array) > 0)
+    if fg.size:
+        pts = mask.index_to_lps(fg[:, ::-1].astype(float))
+        lo_m, hi_m = pts.min(0), pts.max(0)
+    else:
+        lo_m, hi_m = box(mask)
+    lo_c, hi_c = box(ct)
+    tol = np.asarray(ct.spacing_xyz) / 2
+    return bool(np.all(hi_m >= lo_c - tol) and np.all(lo_m <= hi_c + tol))
+
+
+# ----------------------------------------------------------------------------- one case
+def extract_features(ct: Volume, mask: Volume, params: str | Path | dict[str, Any] | None = None, *,
+                     extractor: Any = None, source: str | Path | None = None) -> dict[str, float]:
+    """pyradiomics features of one tumour, ``{feature_name: value}`` (diagnostics dropped).
+
+    The CT is windowed (clipped) as the parameter file says, then handed to pyradiomics
+    with the mask as label 1. ``extractor`` lets a caller reuse a configured extractor.
+    """
+    p = load_params(params)
+    fg = check_mask(ct, mask, source)
+    import SimpleITK as sitk
+
+    image = apply_window(ct, p).to_sitk()
+    label = mask.with_array(fg.astype(np.uint8), units="label").to_sitk()
+    label = sitk.Cast(label, sitk.sitkUInt8)
+    ex = extractor if extractor is not None else make_extractor(p)
+    try:
+        raw = ex.execute(image, label, label=1)
+    except (ValueError, RuntimeError, IndexError) as e:  # pyradiomics' own mask checks
+        raise InputError(f"pyradiomics could not use this image/mask: {e}", source) from e
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if k.startswith("diagnostics_"):
+            continue
+        out[k] = float(np.asarray(v).item())
+    return out
+
+
+# ----------------------------------------------------------------------------- cohort
+def _cache_file(cache_dir: Path, case_id: str, reader: str) -> Path:
+    return cache_dir / f"{case_id}__reader{reader}.json"
+
+
+def _extract_job(ct_path: str, mask_path: str, params: dict[str, Any], cache: str, case_id: str,
+                 reader: str, phash: str) -> dict[str, Any]:
+    """Worker: read files, extract, write the case's cache atomically. Errors are returned, not
+    raised, so one bad case does not stop the cohort."""
+    from ..io import read_ct, read_mask
+
+    try:
+        ct = read_ct(ct_path)
+        mask = read_mask(mask_path, ct, allow_empty=True)
+        feats = extract_features(ct, mask, params, source=mask_path)
+        rec = {"case_id": case_id, "reader": reader, "params_hash": phash, "features": feats}
+        atomic_write_json(cache, rec)
+        return {"case_id": case_id, "reader": reader, "ok": True}
+    except MediastinalAIError as e:
+        return {"case_id": case_id, "reader": reader, "ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - reported per case, the cohort goes on
+        return {"case_id": case_id, "reader": reader, "ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path | dict[str, Any] | None = None, *,
+                   readers: Sequence[str] = ("1", "2"), workers: int | None = None, case_ids: Sequence[str] | None = None,
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                   table_name: str = "features") -> dict[str, Any]:
+    """Extract every case of a manifest (reader 1 = ``mask``, reader 2 = ``mask_reader2``).
+
+    Writes ``<out>/<table_name>.csv`` and ``.parquet`` (columns ``case_id, reader, <features>``)
+    and ``<out>/<table_name>.json`` (parameters, package versions, per-case errors). Returns
+    ``{"table": DataFrame, "csv", "parquet", "sidecar", "errors", "n_extracted", "n_cached"}``.
+    """
+    import pandas as pd
+
+    from ..cohort import read_manifest
+
+    p = load_params(params)
+    phash = params_hash(p)
+    out = Path(out_dir)
+    cache_dir = out / "cache" / phash
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cases = read_manifest(manifest)
+    if case_ids is not None:
+        wanted = set(case_ids)
+        cases = [c for c in cases if c.case_id in wanted]
+    jobs, skipped_no_mask = [], []
+    for c in cases:
+        for r in readers:
+            mp = getattr(c, READER_COLUMNS[str(r)])
+            if mp is None:
+                skipped_no_mask.append((c.case_id, str(r)))
+                continue
+            jobs.append((str(c.ct), str(mp), c.case_id, str(r)))
+    if not jobs:
+        raise InputError("no case has a mask for the requested readers", manifest)
+    todo = [j for j in jobs if not _cache_file(cache_dir, j[2], j[3]).is_file()]
+    n_cached = len(jobs) - len(todo)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    errors: list[dict[str, Any]] = []
+    done = n_cached
+    report(progress, done / len(jobs), f"{n_cached} of {len(jobs)} extractions cached")
+    if todo:
+        log.info("extracting %d (case, reader) pairs on %d worker(s); %d cached", len(todo), workers, n_cached)
+        pdict = dict(p)
+        if workers == 1:
+            for ct, mp, cid, r in todo:
+                check(cancel)
+                res = _extract_job(ct, mp, pdict, str(_cache_file(cache_dir, cid, r)), cid, r, phash)
+                done += 1
+                _note(res, errors, progress, done, len(jobs))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                pending = {pool.submit(_extract_job, ct, mp, pdict, str(_cache_file(cache_dir, cid, r)), cid, r, phash)
+                           for ct, mp, cid, r in todo}
+                try:
+                    while pending:
+                        finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            done += 1
+                            _note(f.result(), errors, progress, done, len(jobs))
+                        check(cancel)
+                except BaseException:
+                    for f in pending:
+                        f.cancel()
+                    raise
+    rows = []
+    for _, _, cid, r in jobs:
+        f = _cache_file(cache_dir, cid, r)
+        if f.is_file():
+            rec = json.loads(f.read_text(encoding="utf-8"))
+            rows.append({"case_id": cid, "reader": r, **rec["features"]})
+    if not rows:
+        raise InputError(f"no case could be extracted; first error: {errors[0]['error'] if errors else '?'}", manifest)
+    table = pd.DataFrame(rows)
+    csv_path, pq_path = write_table(table, out / f"{table_name}.csv")
+    sidecar = atomic_write_json(out / f"{table_name}.json", {
+        "manifest": str(manifest), "params": p, "params_hash": phash, "readers": list(readers),
+        "n_rows": len(table), "n_features": table.shape[1] - len(ID_COLUMNS), "errors": errors,
+        "skipped_no_mask": [{"case_id": c, "reader": r} for c, r in skipped_no_mask],
+        "packages": package_versions(), **provenance()})
+    report(progress, 1.0, f"features of {len(table)} (case, reader) rows written")
+    return {"table": table, "csv": csv_path, "parquet": pq_path, "sidecar": sidecar, "errors": errors,
+            "n_extracted": len(todo) - len(errors), "n_cached": n_cached}
+
+
+def _note(res: dict[str, Any], errors: list[dict[str, Any]], progress: ProgressCallback | None, done: int,
+          total: int) -> None:
+    if not res["ok"]:
+        log.warning("case %s reader %s failed: %s", res["case_id"], res["reader"], res["error"])
+        errors.append(res)
+    report(progress, done / total, f"{res['case_id']} reader {res['reader']}: {'ok' if res['ok'] else 'FAILED'}")
+
+
+def write_table(table: Any, csv_path: str | Path) -> tuple[Path, Path | None]:
+    """CSV always; Parquet beside it when pyarrow is installed."""
+    csv_path = Path(csv_path)
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    pq = csv_path.with_suffix(".parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return csv_path, None
+    with atomic_path(pq) as tmp:
+        table.to_parquet(tmp, index=False)
+    return csv_path, pq
+
+
+def read_table(path: str | Path) -> Any:
+    """A feature table written by :func:`extract_cohort` (CSV or Parquet)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("feature table not found", path)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"case_id": str,
+                                                                                             "reader": str})
+    missing = [c for c in ID_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"feature table lacks the columns {missing}", path)
+    table["case_id"] = table["case_id"].astype(str)
+    table["reader"] = table["reader"].astype(str)
+    return table
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("pyradiomics-bhklab", "pyradiomics", "SimpleITK", "numpy", "PyWavelets", "scikit-learn",
+                 "imbalanced-learn", "skops"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    from .. import __version__
+
+    out["mediastinal-ai"] = __version__
+    return out
+
+
+def finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)

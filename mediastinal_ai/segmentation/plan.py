@@ -1,0 +1,88 @@
+"""The plan: everything inference must reproduce from training, saved with the model (like
+nnU-Net's plans file) — spacing, HU window, patch size, network widths."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import InputError, ModelError
+from ..volume import Volume
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class Plan:
+    target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 5.0)
+    hu_window: tuple[float, float] = (-200.0, 300.0)
+    patch_size_zyx: tuple[int, int, int] = (16, 64, 64)
+    features: tuple[int, ...] = (8, 16, 32, 64)
+
+    def __post_init__(self) -> None:
+        self.target_spacing_xyz = tuple(float(s) for s in self.target_spacing_xyz)  # type: ignore[assignment]
+        self.hu_window = tuple(float(s) for s in self.hu_window)  # type: ignore[assignment]
+        self.patch_size_zyx = tuple(int(s) for s in self.patch_size_zyx)  # type: ignore[assignment]
+        self.features = tuple(int(f) for f in self.features)
+        if len(self.features) != 4:
+            raise ModelError(f"the published U-Net has 4 resolution levels; plan gives {len(self.features)}")
+        if any(p % 8 for p in self.patch_size_zyx):
+            raise ModelError(f"patch size {self.patch_size_zyx} must be divisible by 8 (three poolings)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        try:
+            return cls(**{k: d[k] for k in ("target_spacing_xyz", "hu_window", "patch_size_zyx", "features")})
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"segmentation plan is incomplete ({e})") from e
+
+
+def load_config(path_or_name: str | Path = "segmentation_demo") -> dict[str, Any]:
+    """A training config YAML (shipped name or a user's file) → dict with 'plan' and 'training'."""
+    p = Path(path_or_name)
+    if not p.is_file():
+        p = CONFIG_DIR / f"{path_or_name}.yaml"
+    if not p.is_file():
+        raise InputError("segmentation config not found", path_or_name)
+    cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
+    if not isinstance(cfg, dict) or "plan" not in cfg:
+        raise InputError("config needs a 'plan' section", p)
+    cfg.setdefault("training", {})
+    cfg["source"] = str(p)
+    return cfg
+
+
+def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: bool = False,
+             reference: Volume | None = None) -> Volume:
+    """Resample onto ``spacing_xyz`` (same origin/direction, covering the same extent), or onto
+    ``reference``'s grid. Linear for images, nearest for labels."""
+    import SimpleITK as sitk
+
+    img = vol.to_sitk() if vol.array.dtype != np.float64 else vol.with_array(vol.array.astype(np.float32)).to_sitk()
+    if reference is not None:
+        ref = reference.with_array(np.zeros(reference.shape, np.uint8)).to_sitk()
+    else:
+        size = [max(1, int(round(n * s / t))) for n, s, t in zip(img.GetSize(), vol.spacing_xyz, spacing_xyz)]
+        ref = sitk.Image(size, sitk.sitkUInt8)
+        ref.SetSpacing(spacing_xyz)
+        ref.SetDirection(img.GetDirection())
+        # keep the physical extent centred: first voxel centre shifts by half the spacing change
+        d = np.asarray(img.GetDirection()).reshape(3, 3)
+        shift = d @ ((np.asarray(spacing_xyz) - np.asarray(vol.spacing_xyz)) / 2)
+        ref.SetOrigin(tuple(np.asarray(vol.origin_xyz) + shift))
+    interp = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(vol.array.min()) if not label else 0.0)
+    return Volume.from_sitk(out, units=vol.units, metadata=vol.metadata)
+
+
+def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """HU → [0, 1] inside the window (the published rescaling)."""
+    lo, hi = window
+    return np.clip((hu.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)

@@ -1,0 +1,60 @@
+"""Lesion vocabulary shared by the synthetic cohort, manifests and reports.
+
+Trained models carry their own class list in the model card (that list, not this one, is
+what a model predicts); this module only fixes the names and the two groupings the studies
+use: benign vs malignant (fusion study) and the WHO risk group of thymic epithelial tumors
+(low: A/AB/B1; high: B2/B3/thymic carcinoma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LesionClass:
+    name: str
+    display: str
+    malignant: bool
+    who_risk: str | None  # "low" | "high" | None (not a thymic epithelial tumor / not graded)
+
+
+LESION_CLASSES: tuple[LesionClass, ...] = (
+    LesionClass("cyst", "Cyst (thymic/bronchogenic/pericardial)", False, None),
+    LesionClass("granuloma", "Granuloma", False, None),
+    LesionClass("mature_teratoma", "Mature teratoma", False, None),
+    LesionClass("schwannoma", "Schwannoma", False, None),
+    LesionClass("fibroma", "Fibroma", False, None),
+    LesionClass("hemangioma", "Hemangioma", False, None),
+    LesionClass("lipoma", "Lipoma", False, None),
+    LesionClass("thymoma_A", "Thymoma type A", True, "low"),
+    LesionClass("thymoma_AB", "Thymoma type AB", True, "low"),
+    LesionClass("thymoma_B1", "Thymoma type B1", True, "low"),
+    LesionClass("thymoma_B2", "Thymoma type B2", True, "high"),
+    LesionClass("thymoma_B3", "Thymoma type B3", True, "high"),
+    LesionClass("thymoma_mixed", "Thymoma, mixed type", True, None),
+    LesionClass("thymic_carcinoma", "Thymic squamous cell carcinoma", True, "high"),
+    LesionClass("immature_teratoma", "Immature teratoma", True, None),
+    LesionClass("malt_lymphoma", "MALT lymphoma", True, None),
+    LesionClass("carcinoid", "Thymic carcinoid", True, None),
+    LesionClass("lymphoma", "Lymphoma", True, None),
+    LesionClass("metastasis", "Metastasis", True, None),
+    LesionClass("other", "Other", False, None),
+)
+
+BY_NAME = {c.name: c for c in LESION_CLASSES}
+WHO_LOW = tuple(c.name for c in LESION_CLASSES if c.who_risk == "low")
+WHO_HIGH = tuple(c.name for c in LESION_CLASSES if c.who_risk == "high")
+
+# Unit of the circulating-tumor-cell level used throughout (folate-receptor-positive CTC
+# units per 3 mL of blood, as in the fusion study). Models record it in their card.
+CTC_UNIT = "FU/3mL"
+LESION_SITES = ("anterior", "middle", "posterior")
+SEXES = ("F", "M")
+
+
+def lesion_class(name: str) -> LesionClass:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown lesion class {name!r}; known: {', '.join(BY_NAME)}") from None
