@@ -79,6 +79,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]
 
 
+def test_atomic_output_has_the_permissions_of_a_plain_write(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"ok": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
+
+
 # ---------------------------------------------------------------- model cards / registry
 def _make_model(folder: Path, name: str = "toy-seg", task: str = "segmentation") -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -51,20 +51,23 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=800)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--size", type=int, default=None, help="ROI size in px (default: the backbone's, 224)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--install", action="store_true")
     a = ap.parse_args()
     from mediastinal_ai.cnn.model import RoiDataset, predict_proba, roi_recipe, train_cnn
     from mediastinal_ai.evaluation import roc_auc_ci, threshold_metrics, youden_threshold
 
-    recipe = roi_recipe(BACKBONE)
-    with Pool(os.cpu_count()) as pool:
+    recipe = roi_recipe(BACKBONE, size=a.size)
+    with Pool(a.workers) as pool:
         parts = pool.map(_make, [(SEED0 + i, recipe["size"]) for i in range(a.cases)])
     rows = [r for p in parts for r in p]
     data = RoiDataset(np.stack([r[0] for r in rows]).astype(np.float32), np.array([r[1] for r in rows]),
                       [r[2] for r in rows], [r[3] for r in rows])
     out = Path(a.out)
     cohort = f"synthetic (SYNTHETIC) thymic epithelial tumors, {a.cases} cases, seeds {SEED0}..{SEED0 + a.cases - 1}"
-    repro = f"python benchmarks/cnn_make_demo.py --out OUT --cases {a.cases} --epochs {a.epochs} --install"
+    repro = (f"python benchmarks/cnn_make_demo.py --out OUT --cases {a.cases} --epochs {a.epochs}"
+             + (f" --size {a.size}" if a.size else "") + " --install")
     s = train_cnn(data, out, BACKBONE, recipe, epochs=a.epochs, lr=0.01, batch_size=16, device=a.device, seed=0,
                   name="demo-risk-cnn", demo=True,
                   training_data={"cohort": cohort, "n_samples": len(rows), "split": "seed % 5: 0 test, 1 val, else train",

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work (e.g. with more --epochs)")
     ap.add_argument("--install", action="store_true", help="copy weights + card into the package's builtin folder")
     ap.add_argument("--export-prepared", default=None, help="only write the prepared train/val arrays (.npz)")
     ap.add_argument("--prepared", default=None, help="train from a prepared .npz (no SimpleITK needed)")
@@ -134,14 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     else:
         summary = train(manifest, out, cfg, epochs=a.epochs, device=a.device, name=NAME, demo=True, seed=0,
-                        progress=log_progress)
+                        progress=log_progress, resume=a.resume)
     metrics = evaluate(manifest, out, device=a.device)
     card_path = out / f"{NAME}.model.json"
     card = ModelCard.load(card_path)
     card.metrics = {**card.metrics, "held_out_test": metrics, "data": "SYNTHETIC cohort — not patient data"}
     card.training_data = {**card.training_data, "manifest": "synthetic cohort generate_cohort(n_cases=48, seed=1000)",
                           "synthetic": True, "cohort": COHORT}
-    card.extra = {**card.extra, "reproduce": REPRO, "training_seconds": summary["seconds"],
+    repro = REPRO + (f" --epochs {a.epochs}" if a.epochs else "")
+    card.extra = {**card.extra, "reproduce": repro, "training_seconds": summary["seconds"],
                   "training_device": summary["device"]}
     card.intended_use = "demo — not for clinical use. Trained and tested on synthetic CT only."
     write_card_for(out / f"{NAME}.safetensors", card)

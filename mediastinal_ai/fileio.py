@@ -21,7 +21,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary keeps the destination's suffixes so writers that pick a format by extension
     (SimpleITK, matplotlib) still work. A crash or kill leaves at most a ``.tmp-*`` file that
-    nothing trusts, never a truncated ``path``.
+    nothing trusts, never a truncated ``path``. The result gets the permissions a plain ``open``
+    would have given (mkstemp's 0600 would hide a shared cohort's outputs from colleagues).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,11 +32,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -198,30 +198,14 @@ def train_cnn(data: RoiDataset, out_dir: str | Path, backbone: str, recipe: dict
                         "epoch": torch.tensor(epoch), "best": torch.tensor(best)}, tmp)
         report(progress, 0.2 + 0.8 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {row['loss']} "
                f"val AUC {row['val_auc']}")
-    _plot(history, out / "training_curves.png")
+    from ..evaluation.plots import write_training_curves
+
+    write_training_curves(log_path, out / "training_curves.png", title="2D CNN training")
     summary = {"best_val_auc": best, "seconds": round(time.perf_counter() - t0, 1), "device": dev,
                "weights": str(weights), **provenance()}
     atomic_write_json(out / "training_summary.json", summary)
     return summary
 
-
-def _plot(history, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([int(r["epoch"]) for r in history], [float(r["loss"]) for r in history], label="train loss")
-    ax.plot([int(r["epoch"]) for r in history], [float(r["val_auc"]) for r in history], label="validation AUC")
-    ax.set_xlabel("epoch")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- weights + card

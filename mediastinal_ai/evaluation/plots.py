@@ -166,3 +166,23 @@ def plot_training_curves(log_csv: str | Path, title: str = "Training"):
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, fontsize=8, loc="best")
     return fig
+
+
+def write_training_curves(log_csv: str | Path, out_png: str | Path, title: str = "Training") -> Path | None:
+    """Training-curve PNG beside a model. A missing plotting stack (a bare GPU box used only to
+    train) must not cost the trained weights, so that case logs a warning and returns ``None``;
+    the CSV log stays the record and the figure can be redrawn from it."""
+    import logging
+
+    try:
+        import matplotlib  # noqa: F401
+        import pandas  # noqa: F401
+    except ImportError as e:
+        logging.getLogger(__name__).warning("training curves not drawn (%s); the CSV log %s has the figures", e, log_csv)
+        return None
+    fig = plot_training_curves(log_csv, title=title)
+    path = Path(out_png)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return path

@@ -209,34 +209,14 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
                         "best": torch.tensor(best)}, tmp)
         report(progress, 0.1 + 0.9 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {row['loss']} "
                f"val Dice {row['val_dice']}")
-    _plot(history, out / "training_curves.png")
+    from ..evaluation.plots import write_training_curves
+
+    write_training_curves(log_path, out / "training_curves.png", title="3D U-Net training")
     summary = {"best_val_dice": best, "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1),
                "device": dev, "weights": str(weights), **provenance(config=config)}
     atomic_write_json(out / "training_summary.json", summary)
     return summary
 
-
-def _plot(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_path
-
-    ep = [int(r["epoch"]) for r in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(ep, [float(r["loss"]) for r in history], label="train Dice loss")
-    v = [(int(r["epoch"]), float(r["val_dice"])) for r in history if r.get("val_dice") not in ("", None)]
-    if v:
-        ax.plot(*zip(*v), "o-", label="validation Dice")
-    ax.set_xlabel("epoch")
-    ax.legend()
-    ax.set_title("3D U-Net training")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
