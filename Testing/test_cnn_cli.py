@@ -66,7 +66,9 @@ def test_predict_cnn_cli_refuses_bad_inputs(tmp_path, capsys):
     from mediastinal_ai.io import write_image
     from mediastinal_ai.volume import Volume
 
-    ct = Volume(np.full((4, 32, 32), -50, np.int16), spacing_xyz=(1.0, 1.0, 5.0), units="HU")
+    noise = np.random.default_rng(0).normal(-50, 30, (4, 32, 32))  # a plausible CT (soft tissue + air),
+    noise[:, :8] = -1000  # so that the empty mask is what gets refused
+    ct = Volume(noise.astype(np.int16), spacing_xyz=(1.0, 1.0, 5.0), units="HU")
     write_image(ct, tmp_path / "ct.nii.gz")
     write_image(ct.with_array(np.zeros(ct.shape, np.uint8), units="label"), tmp_path / "empty.nii.gz")
     rc = main(["predict-cnn", "--ct", str(tmp_path / "ct.nii.gz"), "--mask", str(tmp_path / "empty.nii.gz"),

@@ -16,7 +16,9 @@ from mediastinal_ai.fusion.data import FusionData, from_records  # noqa: E402
 from mediastinal_ai.fusion.net import TINY_REGNET  # noqa: E402
 from mediastinal_ai.fusion.train import TrainConfig, train_fusion  # noqa: E402
 from mediastinal_ai.models import ModelCard  # noqa: E402
+from mediastinal_ai.taxonomy import LESION_CLASSES  # noqa: E402
 from mediastinal_ai.synthetic import generate_case, generate_cohort  # noqa: E402
+from mediastinal_ai.taxonomy import LESION_CLASSES  # noqa: E402
 from mediastinal_ai.taxonomy import CTC_UNIT  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -60,12 +62,13 @@ def test_fused_model_beats_ct_only_on_held_out_synthetic_cases(cohort, tmp_path)
     # p-value is reported, not asserted.)
     assert fused["auc"] > ct["auc"]
     assert fused["ci_low"] > 0.5
-    assert m["fusion"]["n"] == int(test.sum()) and m["classes"] == CLASSES
+    in_taxonomy_order = [c.name for c in LESION_CLASSES if c.name in CLASSES]
+    assert m["fusion"]["n"] == int(test.sum()) and m["classes"] == in_taxonomy_order
     # both models and their cards, the fused card naming its CT-only twin
     card = ModelCard.load(tmp_path / "t-fusion" / "t-fusion.model.json")
     twin = ModelCard.load(tmp_path / "t-fusion-ct-only" / "t-fusion-ct-only.model.json")
     assert card.task == "fusion" and twin.task == "fusion-ct-only"
-    assert card.classes == twin.classes == CLASSES
+    assert card.classes == twin.classes == in_taxonomy_order
     assert card.extra["ct_only_model"]["sha256"] == twin.sha256
     assert card.input_schema["units"]["ctc"] == CTC_UNIT
     lo, hi = card.input_schema["ranges"]["ctc"]

@@ -44,11 +44,16 @@ def run(args: argparse.Namespace) -> int:
             text = " ".join(str(msg).split())
             print(f"MEDIASTINALAI_PROGRESS {min(1.0, max(0.0, f)):.4f} {text}".rstrip(), flush=True)
 
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if args.dicom_seg and not Path(args.input).is_dir():  # refuse before minutes of inference, not after
+        raise InputError("--dicom-seg needs a DICOM series folder as input (a SEG must reference the source "
+                         "images); without it, mask.nrrd is the result", args.input)
     progress(0.0, "reading CT")
     ct = read_ct(args.input, args.series_uid)
     if args.dicom_seg and not ct.metadata.get("dicom_files"):
-        from ..errors import InputError
-
         raise InputError("--dicom-seg needs a DICOM series as input (a SEG must reference the source images); "
                          "mask.nrrd is written without it", args.input)
     progress(0.01, "loading model")

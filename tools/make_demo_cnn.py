@@ -1,6 +1,6 @@
 """Reproduce the shipped demo CNN WHO-risk model (demo — not for clinical use).
 
-    python benchmarks/cnn_make_demo.py --out /tmp/cnndemo [--cases 800] [--epochs 40] [--device auto] [--install]
+    python tools/make_demo_cnn.py --out /tmp/cnndemo [--cases 800] [--epochs 40] [--device auto] [--install]
 
 1. synthetic thymic epithelial tumors, seeds 200000…, generated in memory in parallel
    (``generate_case(seed, classes=WHO_LOW + WHO_HIGH)``); seed % 5 == 0 → test, == 1 → val, else train;
@@ -32,7 +32,7 @@ def _split(seed: int) -> str:
 
 
 def _make(args: tuple[int, int]):
-    seed, size = args
+    seed, size, margin = args
     from mediastinal_ai.roi import extract_roi
     from mediastinal_ai.synthetic.generator import generate_case
     from mediastinal_ai.taxonomy import WHO_HIGH, WHO_LOW
@@ -41,7 +41,7 @@ def _make(args: tuple[int, int]):
     if not c.mask.array.any():  # a lesion smaller than half a voxel leaves no mask: no ROI to learn from
         return []
     split = _split(seed)
-    ss = extract_roi(c.ct, c.mask, margin_mm=10.0, size=size, offsets=(0, 1) if split == "train" else (0,))
+    ss = extract_roi(c.ct, c.mask, margin_mm=margin, size=size, offsets=(0, 1) if split == "train" else (0,))
     return [(s.image.astype(np.float16), int(c.who_risk == "high"), c.case_id, split) for s in ss]
 
 
@@ -52,22 +52,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--size", type=int, default=None, help="ROI size in px (default: the backbone's, 224)")
+    ap.add_argument("--margin", type=float, default=10.0, help="ROI margin around the tumor in mm (default 10)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--install", action="store_true")
     a = ap.parse_args()
     from mediastinal_ai.cnn.model import RoiDataset, predict_proba, roi_recipe, train_cnn
     from mediastinal_ai.evaluation import roc_auc_ci, threshold_metrics, youden_threshold
 
-    recipe = roi_recipe(BACKBONE, size=a.size)
+    recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size)
     with Pool(a.workers) as pool:
-        parts = pool.map(_make, [(SEED0 + i, recipe["size"]) for i in range(a.cases)])
+        parts = pool.map(_make, [(SEED0 + i, recipe["size"], a.margin) for i in range(a.cases)])
     rows = [r for p in parts for r in p]
     data = RoiDataset(np.stack([r[0] for r in rows]).astype(np.float32), np.array([r[1] for r in rows]),
                       [r[2] for r in rows], [r[3] for r in rows])
     out = Path(a.out)
     cohort = f"synthetic (SYNTHETIC) thymic epithelial tumors, {a.cases} cases, seeds {SEED0}..{SEED0 + a.cases - 1}"
-    repro = (f"python benchmarks/cnn_make_demo.py --out OUT --cases {a.cases} --epochs {a.epochs}"
-             + (f" --size {a.size}" if a.size else "") + " --install")
+    repro = (f"python tools/make_demo_cnn.py --out OUT --cases {a.cases} --epochs {a.epochs}"
+             + (f" --size {a.size}" if a.size else "") + f" --margin {a.margin:g} --install")
     s = train_cnn(data, out, BACKBONE, recipe, epochs=a.epochs, lr=0.01, batch_size=16, device=a.device, seed=0,
                   name="demo-risk-cnn", demo=True,
                   training_data={"cohort": cohort, "n_samples": len(rows), "split": "seed % 5: 0 test, 1 val, else train",

@@ -1,6 +1,6 @@
 """Reproduce the shipped demo segmentation model (demo — not for clinical use).
 
-    .venv/bin/python benchmarks/segmentation_make_demo.py --work /tmp/segdemo [--device auto]
+    .venv/bin/python tools/make_demo_segmentation.py --work /tmp/segdemo [--device auto]
 
 1. a synthetic cohort (``generate_cohort(48, seed=1000)``; stratified train/val/test split),
 2. ``train`` with ``mediastinal_ai/configs/segmentation_demo.yaml`` on the train split
@@ -24,7 +24,7 @@ import numpy as np
 
 NAME = "demo-seg-unet3d"
 COHORT = {"n_cases": 48, "seed": 1000}
-REPRO = "python benchmarks/segmentation_make_demo.py --work /tmp/segdemo --install"
+REPRO = "python tools/make_demo_segmentation.py --work /tmp/segdemo --install"
 
 
 def evaluate(manifest: Path, weights_dir: Path, split: str = "test", device: str = "auto") -> dict:

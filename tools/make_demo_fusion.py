@@ -1,6 +1,6 @@
 """Reproduce the shipped demo fusion models (demo — not for clinical use).
 
-    python benchmarks/fusion_make_demo.py --out /tmp/fusiondemo [--cases 600] [--epochs 30] [--install]
+    python tools/make_demo_fusion.py --out /tmp/fusiondemo [--cases 600] [--epochs 30] [--install]
 
 Two steps that can run on different machines (a GPU box needs only torch + numpy + scipy):
 
@@ -54,6 +54,21 @@ def prepare(n: int, image_size: int):
         "manifest": f"synthetic (SYNTHETIC) cohort, {n} cases, seeds {SEED0}..{SEED0 + n - 1}", "synthetic": True})
 
 
+def _stamp(out: Path, repro: str) -> None:
+    """Write the reproducing command and the synthetic-data note into both cards (the cards'
+    sha256 covers the weights, so this leaves verification intact)."""
+    from mediastinal_ai.models import ModelCard
+
+    for name in (NAME, CT_ONLY):
+        p = out / name / f"{name}.model.json"
+        card = ModelCard.load(p)
+        card.extra = {**card.extra, "reproduce": repro}
+        card.training_data = {**card.training_data, "synthetic": True,
+                              "note": "SYNTHETIC cohort; the figures say nothing about patients"}
+        card.intended_use = "demo — not for clinical use. Trained and tested on synthetic CT only."
+        card.save(p)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/fusiondemo")
@@ -85,6 +100,8 @@ def main() -> int:
         print(json.dumps({k: m[k] for k in ("delong_fusion_vs_ct_only", "best_epoch")}, default=float))
         for tag in ("fusion", "ct_only"):
             print(tag, json.dumps(m[tag]["binary_auc"], default=float), m[tag]["multiclass"].get("macro_auc"))
+    repro = f"python tools/make_demo_fusion.py --out OUT --cases {a.cases} --image-size {a.image_size} --epochs {a.epochs} --install"
+    _stamp(out, repro)
     if a.install:
         root = Path(__file__).resolve().parents[1] / "mediastinal_ai" / "models" / "builtin"
         for name in (NAME, CT_ONLY):
