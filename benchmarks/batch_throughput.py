@@ -3,7 +3,9 @@ and 2 workers, same synthetic cohort, same machine, one run.
 
     .venv/bin/python benchmarks/batch_throughput.py --cases 8 --steps segment [--out /tmp/bench_batch]
 
-The "plain loop" peer calls the same step functions per case in this process, with no fingerprints,
+Contenders: the engine in process (``--workers 0``: fingerprints, atomic publication, status
+table, no Dask), and on a Dask LocalCluster with 1 and 2 single-threaded worker processes (each
+worker imports the stack and loads every model once). The "plain loop" peer calls the same step functions per case in this process, with no fingerprints,
 no atomic publication and no Dask: it is the floor the engine's overhead is measured against.
 Prints a table and writes benchmarks/results/batch_throughput.json.
 """
@@ -52,12 +54,13 @@ def main() -> None:
     # warm-up (imports, first model load) so no contender pays it alone
     plain_loop(cases[:1], steps, root / "warm")
     results["plain loop (sequential, in process)"] = plain_loop(cases, steps, root / "plain")
-    for workers in (1, 2):
+    for workers in (0, 1, 2):  # 0: the engine's in-process loop (fingerprints, atomic outputs, no Dask)
         out = root / f"dask{workers}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         rows = run_cohort(cases, out, RunConfig(steps=steps, workers=workers))
-        results[f"engine, Dask {workers} worker(s)"] = time.perf_counter() - t0
+        label = "engine, in process (--workers 0)" if workers == 0 else f"engine, Dask {workers} worker(s)"
+        results[label] = time.perf_counter() - t0
         assert all(r["status"] == "ok" for r in rows), rows
     base = results["plain loop (sequential, in process)"]
     print(f"{args.cases} synthetic cases, steps {','.join(steps)}, {os.cpu_count()} cores")

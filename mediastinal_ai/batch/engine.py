@@ -253,17 +253,24 @@ def make_local_cluster(n_workers: int, local_dir: Path):
     """A LocalCluster of single-threaded worker processes; with a GPU, one of them owns it.
 
     Workers write their scratch files under the run's ``.work`` folder, so nothing lands
-    outside ``--out``.
+    outside ``--out``. Dask's nanny gives workers ``MALLOC_TRIM_THRESHOLD_=65536`` so that
+    they hand memory back to the OS; with torch's large, short-lived tensors that turns every
+    allocation into fresh pages and made a case 1.6× slower on a worker than in process
+    (measured: 10.2 s vs 6.3 s for three cases). Our workers keep glibc's default instead.
     """
+    import dask
     from distributed import LocalCluster
 
     local_dir.mkdir(parents=True, exist_ok=True)
     gpu = _gpu_available()
     if gpu:
         log.info("GPU found: one Dask worker will use it, the others run on CPU")
-    return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True,
-                        dashboard_address=None, local_directory=str(local_dir),
-                        resources={"GPU": 1} if gpu else None, silence_logs=logging.WARNING)
+    environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}).items()
+               if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True,
+                            dashboard_address=None, local_directory=str(local_dir),
+                            resources={"GPU": 1} if gpu else None, silence_logs=logging.WARNING)
 
 
 def _gpu_available() -> bool:
