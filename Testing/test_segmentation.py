@@ -212,3 +212,33 @@ def test_mrml_segment_is_editable_and_rethresholds(tmp_path, demo_model):
     m2 = nodes.segment_to_mask(seg_node, sid, vol_node).array.sum()
     assert m2 == int((res.probability.array >= 0.9).sum()) or m2 < m1
     assert m2 <= m1
+
+
+@pytest.mark.slow
+def test_batch_on_a_dicom_series_writes_a_dicom_seg_matching_the_nrrd(tmp_path, demo_model):
+    """A DICOM input gets segmentation.dcm beside mask.nrrd in the batch output, referencing
+    the source instances, with the same voxels."""
+    import pydicom
+    from pydicom.uid import generate_uid
+    from test_io import write_series
+
+    from mediastinal_ai.batch import RunConfig, discover, run_cohort
+    from mediastinal_ai.io import read_ct, read_image
+    from mediastinal_ai.segmentation.dicom_seg import read_dicom_seg
+    from mediastinal_ai.synthetic import generate_case
+
+    c = generate_case(91_234, "thymoma_B2")
+    sx, sy, sz = c.ct.spacing_xyz
+    files = write_series(tmp_path / "dicom" / "case one", c.ct.array.astype(np.int16), spacing=(sy, sx), dz=sz,
+                         origin=c.ct.origin_xyz, extra={"FrameOfReferenceUID": generate_uid(), "PatientID": "SYNTH1"})
+    rows = run_cohort(discover(tmp_path / "dicom"), tmp_path / "out", RunConfig(steps=["segment"], workers=0))
+    assert [r["status"] for r in rows] == ["ok"], rows
+    case_dir = next((tmp_path / "out" / "cases").iterdir())
+    assert rows[0]["dicom_seg"] == "segmentation.dcm"
+    ct = read_ct(tmp_path / "dicom" / "case one")
+    seg = read_dicom_seg(case_dir / "segmentation.dcm", ct)
+    nrrd = read_image(case_dir / "mask.nrrd")
+    assert seg.array.any() and np.array_equal(seg.array > 0, nrrd.array > 0)
+    ds = pydicom.dcmread(case_dir / "segmentation.dcm")
+    refs = {r.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert refs <= {pydicom.dcmread(f).SOPInstanceUID for f in files} and refs

@@ -45,6 +45,18 @@ def segment(ctx: CaseContext) -> None:
     ctx.results.update(n_lesions=len(lesions),
                        tumor_volume_ml=round(sum(float(x["volume_ml"]) for x in lesions), 2),
                        largest_diameter_mm=max((float(x["max_diameter_mm"]) for x in lesions), default=0.0))
+    if ctx.ct.metadata.get("dicom_files") and lesions:
+        # A DICOM input gets a DICOM SEG beside the NRRD, referencing the source series, so PACS
+        # and viewers can show it. Failing to write it is recorded, not fatal: mask.nrrd holds
+        # the same result.
+        from ..segmentation.dicom_seg import write_dicom_seg
+
+        try:
+            write_dicom_seg(result.mask, ctx.ct, ctx.path("segmentation.dcm"))
+            ctx.results["dicom_seg"] = "segmentation.dcm"
+        except (MediastinalAIError, ValueError) as e:
+            ctx.outputs.discard("segmentation.dcm")
+            ctx.results["dicom_seg"] = f"not written: {e}"
     if not lesions:
         ctx.mask = None  # downstream risk steps then fail with a clear "no tumor found"
 

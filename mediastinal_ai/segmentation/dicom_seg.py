@@ -8,6 +8,7 @@ for NIfTI/NRRD sources it refuses with a clear message (export NRRD/NIfTI instea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,10 @@ from ..errors import InputError
 from ..volume import Volume
 
 SEGMENT_LABEL = "Anterior mediastinal tumor"
+# Patient/study attributes the SEG copies from its source images; DICOM type 2 (present, may be
+# empty), yet anonymised series often lack them altogether.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "ReferringPhysicianName", "AccessionNumber", "StudyID")
 
 
 def write_dicom_seg(mask: Volume, ct: Volume, out_path: str | Path, *, algorithm: str = "MediastinalAI 3D U-Net",
@@ -39,6 +44,9 @@ def write_dicom_seg(mask: Volume, ct: Volume, out_path: str | Path, *, algorithm
             ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         if not ds.get("SOPInstanceUID") and "MediaStorageSOPInstanceUID" in ds.file_meta:
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        for key in _TYPE2_COPIED:  # type 2: must be present, may be empty; anonymisers drop them
+            if key not in ds:
+                setattr(ds, key, "")
     desc = hd.seg.SegmentDescription(
         segment_number=1, segment_label=SEGMENT_LABEL,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
@@ -48,17 +56,27 @@ def write_dicom_seg(mask: Volume, ct: Volume, out_path: str | Path, *, algorithm
         algorithm_identification=None if manual else hd.AlgorithmIdentificationSequence(
             name=algorithm, version=__version__, family=codes.cid7162.ArtificialIntelligence),
     )
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, sources, mask, desc)
+    except (ValueError, AttributeError, TypeError, KeyError) as e:
+        raise InputError(f"DICOM SEG could not be made from this series ({type(e).__name__}: {e}); "
+                         "mask.nrrd holds the same result", ct.metadata.get("source")) from e
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp)
+    return out
+
+
+def _segmentation(hd: Any, sources: list, mask: Volume, desc: Any) -> Any:
+    from .. import __version__
+
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=(np.asarray(mask.array) > 0).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
         series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="MediastinalAI", manufacturer_model_name="MediastinalAI", software_versions=__version__,
         device_serial_number="0", series_description="MediastinalAI tumor segmentation",
     )
-    out = Path(out_path)
-    with atomic_path(out) as tmp:
-        seg.save_as(tmp)
-    return out
 
 
 def read_dicom_seg(path: str | Path, ct: Volume) -> Volume:
