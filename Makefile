@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check mediastinal_ai Testing MediastinalAI MediastinalAIRadiomics benchmarks
+	$(BIN)/ruff check mediastinal_ai Testing MediastinalAI MediastinalAIRadiomics benchmarks tools
 
 clean:
 	rm -rf demo_output .pytest_cache

@@ -16,10 +16,11 @@ from mediastinal_ai.fusion.data import FusionData, from_records  # noqa: E402
 from mediastinal_ai.fusion.net import TINY_REGNET  # noqa: E402
 from mediastinal_ai.fusion.train import TrainConfig, train_fusion  # noqa: E402
 from mediastinal_ai.models import ModelCard  # noqa: E402
-from mediastinal_ai.taxonomy import LESION_CLASSES  # noqa: E402
 from mediastinal_ai.synthetic import generate_case, generate_cohort  # noqa: E402
-from mediastinal_ai.taxonomy import LESION_CLASSES  # noqa: E402
-from mediastinal_ai.taxonomy import CTC_UNIT  # noqa: E402
+from mediastinal_ai.taxonomy import (
+    CTC_UNIT,  # noqa: E402
+    LESION_CLASSES,  # noqa: E402
+)
 
 pytestmark = pytest.mark.slow
 
