@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
+import secrets
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,19 +21,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary keeps the destination's suffixes so writers that pick a format by extension
     (SimpleITK, matplotlib) still work. A crash or kill leaves at most a ``.tmp-*`` file that
-    nothing trusts, never a truncated ``path``. The result gets the permissions a plain ``open``
-    would have given (mkstemp's 0600 would hide a shared cohort's outputs from colleagues).
+    nothing trusts, never a truncated ``path``. The temporary is created with mode 0666 minus the
+    umask, i.e. the permissions a plain ``open`` gives (mkstemp's 0600 would hide a shared
+    cohort's outputs from colleagues).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem.split('.')[0]}-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_unique(path.parent, f".tmp-{path.stem.split('.')[0]}-", suffix)
     try:
         yield tmp_path
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -41,10 +38,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_unique(folder: Path, prefix: str, suffix: str) -> Path:
+    """An empty new file, created exclusively (like mkstemp) but with the kernel applying the
+    umask to 0666 (unlike mkstemp's fixed 0600)."""
+    for _ in range(100):
+        candidate = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -52,10 +52,10 @@ def segment(ctx: CaseContext) -> None:
         from ..segmentation.dicom_seg import write_dicom_seg
 
         try:
-            write_dicom_seg(result.mask, ctx.ct, ctx.path("segmentation.dcm"))
+            write_dicom_seg(result.mask, ctx.ct, ctx.workdir / "segmentation.dcm")
+            ctx.outputs.add("segmentation.dcm")
             ctx.results["dicom_seg"] = "segmentation.dcm"
         except (MediastinalAIError, ValueError) as e:
-            ctx.outputs.discard("segmentation.dcm")
             ctx.results["dicom_seg"] = f"not written: {e}"
     if not lesions:
         ctx.mask = None  # downstream risk steps then fail with a clear "no tumor found"

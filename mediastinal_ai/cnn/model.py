@@ -207,7 +207,6 @@ def train_cnn(data: RoiDataset, out_dir: str | Path, backbone: str, recipe: dict
     return summary
 
 
-
 # ---------------------------------------------------------------------------- weights + card
 def save_model(net: Any, backbone: str, recipe: dict[str, Any], weights_path: Path, card: ModelCard) -> Path:
     from safetensors.torch import save_file

@@ -180,9 +180,4 @@ def write_training_curves(log_csv: str | Path, out_png: str | Path, title: str =
     except ImportError as e:
         logging.getLogger(__name__).warning("training curves not drawn (%s); the CSV log %s has the figures", e, log_csv)
         return None
-    fig = plot_training_curves(log_csv, title=title)
-    path = Path(out_png)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    return save_figure(plot_training_curves(log_csv, title=title), out_png, formats=("png",), dpi=100)[0]

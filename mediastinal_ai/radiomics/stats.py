@@ -7,7 +7,6 @@ the radiomics tables, so the radiomics numbers and every other report agree to t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,6 @@ def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
 
 
 def fmt(m: dict[str, Any]) -> str:
-    if m.get("value") is None or (isinstance(m["value"], float) and math.isnan(m["value"])):
+    if m.get("value") is None:
         return "n/a"
     return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"

@@ -44,18 +44,17 @@ def run(args: argparse.Namespace) -> int:
             text = " ".join(str(msg).split())
             print(f"MEDIASTINALAI_PROGRESS {min(1.0, max(0.0, f)):.4f} {text}".rstrip(), flush=True)
 
-    from pathlib import Path
-
     from ..errors import InputError
+    from ..io.images import IMAGE_SUFFIXES
 
-    if args.dicom_seg and not Path(args.input).is_dir():  # refuse before minutes of inference, not after
-        raise InputError("--dicom-seg needs a DICOM series folder as input (a SEG must reference the source "
-                         "images); without it, mask.nrrd is the result", args.input)
+    dicom_seg_refused = InputError("--dicom-seg needs a DICOM series as input (a SEG must reference the source "
+                                   "images); mask.nrrd is written without it", args.input)
+    if args.dicom_seg and str(args.input).lower().endswith(IMAGE_SUFFIXES):
+        raise dicom_seg_refused  # an image file is never DICOM: say so before minutes of inference
     progress(0.0, "reading CT")
     ct = read_ct(args.input, args.series_uid)
     if args.dicom_seg and not ct.metadata.get("dicom_files"):
-        raise InputError("--dicom-seg needs a DICOM series as input (a SEG must reference the source images); "
-                         "mask.nrrd is written without it", args.input)
+        raise dicom_seg_refused
     progress(0.01, "loading model")
     model = load_model(resolve(args.model, task="segmentation"), device=args.device)
     result = segment_volume(ct, model, threshold=args.threshold, roi_lps=args.roi, progress=progress)

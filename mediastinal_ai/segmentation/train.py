@@ -218,7 +218,6 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     return summary
 
 
-
 def write_config(path: Path, config: dict[str, Any]) -> None:
     from ..fileio import atomic_write_text
 
