@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
+from ..anatomy import ChestAnatomy
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
-from .plan import normalise, resample
+from .plan import Plan, normalise, resample
 from .postprocess import components, lesion_table, restrict_to_box
 
 log = logging.getLogger(__name__)
+
+CROP_MARGIN_MM = 20.0  # context kept around the mediastinum for the network
+MIN_INSIDE_FRACTION = 0.5  # a component with less of its volume in the mediastinal envelope is dropped
 
 
 @dataclass
@@ -30,6 +35,20 @@ class SegmentationResult:
     model_label: str = ""
     model_sha256: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    uncertainty: Volume | None = None  # float32 on the CT grid: SD of the mirrored passes
+    anatomy: dict[str, Any] = field(default_factory=dict)  # ChestAnatomy.summary()
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # components outside the mediastinum
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProbabilityMaps:
+    """What the network says, on the CT's own grid, and where it looked."""
+
+    probability: Volume
+    uncertainty: Volume
+    anatomy: ChestAnatomy | None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _n_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
@@ -52,20 +71,88 @@ def check_ct(ct: Volume) -> None:
                          ct.metadata.get("source"))
 
 
-def predict_probability(ct: Volume, model: Any, *, overlap: float = 0.5, progress: ProgressCallback | None = None,
-                        cancel: CancelToken | None = None) -> Volume:
+TTA_CHOICES = ("auto", "none", "x", "xy", "xyz")
+_AXIS_OF = {"x": 2, "y": 1, "z": 0}  # numpy axis of each canonical direction
+
+
+def tta_flips(tta: str | bool | None, plan: Plan, device: str) -> list[tuple[int, ...]]:
+    """The mirrored passes to average (numpy axes to flip; () is the plain pass).
+
+    ``auto``: every combination of x/y/z mirrors (8 passes, as nnU-Net) for demo-scale networks or
+    on a GPU; left-right only (2 passes) for a published-size network on a CPU, where 8 passes
+    would take minutes."""
+    from itertools import combinations
+
+    if tta is True:
+        tta = "auto"
+    if tta in (None, False, "none"):
+        return [()]
+    if tta not in TTA_CHOICES:
+        raise InputError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    if tta == "auto":
+        tta = "xyz" if (device.startswith("cuda") or plan.features[0] < 32) else "x"
+    axes = [_AXIS_OF[c] for c in tta]
+    return [c for k in range(len(axes) + 1) for c in combinations(axes, k)]
+
+
+def _crop_box(canon: Volume, anatomy: ChestAnatomy | None, margin_mm: float) -> tuple[slice, slice, slice] | None:
+    if anatomy is None or not anatomy.covers_mediastinum:
+        return None
+    box = anatomy.mediastinum_box_lps(margin_mm)
+    if box is None:
+        return None
+    lo, hi = box
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    ijk = canon.lps_to_index(corners)
+    n = np.asarray(canon.shape[::-1])
+    i0 = np.clip(np.floor(ijk.min(0)).astype(int), 0, n - 1)
+    i1 = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, 1, n)
+    return (slice(i0[2], i1[2]), slice(i0[1], i1[1]), slice(i0[0], i1[0]))
+
+
+def _sub_volume(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
+    start = np.array([box[2].start, box[1].start, box[0].start], float)
+    return Volume(np.ascontiguousarray(vol.array[box]), spacing_xyz=vol.spacing_xyz,
+                  origin_xyz=tuple(vol.index_to_lps(start)), direction=vol.direction, units=vol.units,
+                  metadata=vol.metadata)
+
+
+def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | bool | None = "auto",
+                 crop: bool = True, anatomy: ChestAnatomy | None = None, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> ProbabilityMaps:
+    """Probability and uncertainty maps on ``ct``'s grid.
+
+    The CT is put in canonical order first (:mod:`mediastinal_ai.orientation`), so the answer does
+    not depend on how the file stored its voxels; the network runs on a crop around the
+    mediastinum found by :func:`mediastinal_ai.anatomy.analyse_chest` (the whole field of view when
+    the CT does not cover the mediastinum), once per mirrored pass, and everything is mapped back
+    exactly onto the input grid."""
+    import time
+
     import torch
     from monai.inferers import sliding_window_inference
 
+    from ..anatomy import analyse_chest
+    from ..orientation import CANONICAL, canonical, restore_volume
+
+    t0 = time.perf_counter()
     check_ct(ct)
     plan = model.plan
-    report(progress, 0.02, "resampling to the model's spacing")
-    work = resample(ct, plan.target_spacing_xyz)
+    canon, orient = canonical(ct)
+    report(progress, 0.01, "finding the chest anatomy")
+    if anatomy is None:
+        anatomy = analyse_chest(canon)
+    box = _crop_box(canon, anatomy, CROP_MARGIN_MM) if crop else None
+    sub = _sub_volume(canon, box) if box is not None else canon
+    report(progress, 0.03, "resampling to the model's spacing")
+    work = resample(sub, plan.target_spacing_xyz)
     x = normalise(work.array, plan.hu_window)
     pad = [max(0, p - s) for p, s in zip(plan.patch_size_zyx, x.shape)]
     if any(pad):
         x = np.pad(x, [(0, p) for p in pad], mode="edge")
-    total = _n_windows(x.shape, plan.patch_size_zyx, overlap)
+    flips = tta_flips(tta, plan, model.device)
+    per_pass = _n_windows(x.shape, plan.patch_size_zyx, overlap)
+    total = per_pass * len(flips)
     done = [0]
 
     def predictor(t: torch.Tensor) -> torch.Tensor:
@@ -76,36 +163,149 @@ def predict_probability(ct: Volume, model: Any, *, overlap: float = 0.5, progres
         return out
 
     t = torch.from_numpy(x)[None, None].to(model.device)
+    s1 = None
+    s2 = None
     with torch.no_grad(), torch.autocast("cuda", enabled=model.device.startswith("cuda")):
-        logits = sliding_window_inference(t, plan.patch_size_zyx, sw_batch_size=2, predictor=predictor,
-                                          overlap=overlap, mode="gaussian")
-    prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
-    prob = prob[: work.shape[0], : work.shape[1], : work.shape[2]].astype(np.float32)
+        for axes in flips:
+            dims = [a + 2 for a in axes]
+            inp = torch.flip(t, dims) if dims else t
+            logits = sliding_window_inference(inp, plan.patch_size_zyx, sw_batch_size=2, predictor=predictor,
+                                              overlap=overlap, mode="gaussian")
+            p = torch.sigmoid(logits.float())
+            if dims:
+                p = torch.flip(p, dims)
+            s1 = p if s1 is None else s1 + p
+            s2 = p * p if s2 is None else s2 + p * p
+    n = float(len(flips))
+    mean = (s1 / n)[0, 0].cpu().numpy()
+    sd = torch.sqrt(torch.clamp(s2 / n - (s1 / n) ** 2, min=0.0))[0, 0].cpu().numpy()
+    crop_zyx = (slice(0, work.shape[0]), slice(0, work.shape[1]), slice(0, work.shape[2]))
     report(progress, 0.92, "resampling the probability map to the CT grid")
-    back = resample(work.with_array(prob, units="probability"), ct.spacing_xyz, reference=ct)
-    return ct.with_array(np.clip(back.array, 0, 1).astype(np.float32), units="probability")
+    maps = []
+    for arr in (mean, sd):
+        back = resample(work.with_array(arr[crop_zyx].astype(np.float32), units="probability"), sub.spacing_xyz,
+                        reference=sub)
+        full = np.zeros(canon.shape, np.float32)
+        if box is not None:
+            full[box] = np.clip(back.array, 0, 1)
+        else:
+            full[:] = np.clip(back.array, 0, 1)
+        maps.append(restore_volume(canon.with_array(full), ct, orient, units="probability"))
+    info = {"canonical_orientation": CANONICAL, "reoriented": orient.describe(),
+            "crop": None if box is None else {"lps_min": [round(float(v), 1) for v in sub.index_to_lps(
+                np.zeros(3))], "shape_zyx": list(sub.shape)},
+            "tta_passes": len(flips), "tta_flips_numpy_axes": [list(f) for f in flips],
+            "windows_per_pass": per_pass, "seconds": round(time.perf_counter() - t0, 2)}
+    return ProbabilityMaps(maps[0], maps[1].with_array(maps[1].array, units="uncertainty (SD)"), anatomy, info)
 
 
-def postprocess(ct: Volume, probability: Volume, threshold: float = 0.5,
-                roi_lps: tuple[float, ...] | None = None) -> tuple[Volume, np.ndarray, list[dict[str, Any]]]:
+def predict_probability(ct: Volume, model: Any, *, overlap: float = 0.5, progress: ProgressCallback | None = None,
+                        cancel: CancelToken | None = None, **kw: Any) -> Volume:
+    """The probability map alone (see :func:`predict_maps`)."""
+    return predict_maps(ct, model, overlap=overlap, progress=progress, cancel=cancel, **kw).probability
+
+
+REVIEW_CONFIDENCE = 0.75
+SMALL_LESION_MM = 20.0
+
+
+def _review(row: dict[str, Any], contrast_touch: float | None) -> list[str]:
+    """Reasons a reader should check this lesion: low confidence and the study's failure modes."""
+    why = []
+    if row.get("confidence") is not None and row["confidence"] < REVIEW_CONFIDENCE:
+        why.append(f"low confidence ({row['confidence']:.2f})")
+    if row["max_diameter_mm"] < SMALL_LESION_MM:
+        why.append("small lesion (< 2 cm), a known failure mode")
+    if -10.0 <= row["mean_hu"] <= 25.0 and row.get("compartment") in ("anterior", "middle"):
+        why.append("near-water density: cyst or pericardial effusion? (effusion is a known failure mode)")
+    if contrast_touch is not None and contrast_touch >= 0.10:
+        why.append("touches enhanced vessels (aorta/great vessels), a known failure mode")
+    if row.get("compartment") not in ("anterior", None):
+        why.append(f"outside the anterior mediastinum ({row.get('compartment')})")
+    return why
+
+
+def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
+                     roi_lps: tuple[float, ...] | None = None, *, anatomy: ChestAnatomy | None = None,
+                     uncertainty: Volume | None = None, restrict_to_mediastinum: bool = True,
+                     ) -> tuple[Volume, np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Threshold → components (≥ 10 voxels) → lesion table; with ``anatomy``, every lesion gets its
+    compartment and components mostly outside the mediastinal envelope are dropped (listed in the
+    fourth return value) unless ``restrict_to_mediastinum`` is off."""
+    from ..anatomy import lesion_compartment
+
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     p = restrict_to_box(probability.array, ct, roi_lps)
     labels, _ = components(p >= threshold)
     lesions = lesion_table(labels, ct, probability.array)
-    return ct.with_array((labels > 0).astype(np.uint8), units="label"), labels, lesions
+    dropped: list[dict[str, Any]] = []
+    if anatomy is not None or uncertainty is not None:
+        keep = []
+        for row in lesions:
+            sel = labels == row["lesion_id"]
+            if uncertainty is not None:
+                row["confidence"] = round(float(probability.array[sel].mean()), 3)
+                row["mean_uncertainty"] = round(float(uncertainty.array[sel].mean()), 4)
+            touch = None
+            if anatomy is not None:
+                idx = np.argwhere(sel)[:, ::-1].astype(float)
+                comp, inside = lesion_compartment(anatomy, ct.index_to_lps(idx))
+                row["compartment"] = comp
+                row["inside_mediastinum"] = round(inside, 3)
+                if restrict_to_mediastinum and inside < MIN_INSIDE_FRACTION:
+                    dropped.append({k: row[k] for k in ("volume_ml", "centroid_lps_mm", "compartment",
+                                                         "inside_mediastinum")})
+                    labels[sel] = 0
+                    continue
+                shell = ndimage.binary_dilation(sel, iterations=1) & ~sel
+                hu = ct.array[shell]
+                touch = float((hu > 150).mean()) if hu.size and anatomy.stats.get("contrast", False) else None
+            reasons = _review(row, touch)
+            row["review"] = bool(reasons)
+            row["review_reasons"] = "; ".join(reasons)
+            keep.append(row)
+        if len(keep) != len(lesions):  # renumber the kept lesions 1..n (largest first, as before)
+            new = np.zeros_like(labels)
+            for i, row in enumerate(keep, start=1):
+                new[labels == row["lesion_id"]] = i
+                row["lesion_id"] = i
+            labels = new
+        lesions = keep
+    return ct.with_array((labels > 0).astype(np.uint8), units="label"), labels, lesions, dropped
+
+
+def postprocess(ct: Volume, probability: Volume, threshold: float = 0.5,
+                roi_lps: tuple[float, ...] | None = None, **kw: Any) -> tuple[Volume, np.ndarray, list[dict[str, Any]]]:
+    mask, labels, lesions, _ = postprocess_full(ct, probability, threshold, roi_lps, **kw)
+    return mask, labels, lesions
 
 
 def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: tuple[float, ...] | None = None,
-                   device: str | None = None, progress: ProgressCallback | None = None,
+                   device: str | None = None, tta: str | bool | None = "auto", crop: bool = True,
+                   restrict_to_mediastinum: bool = True, progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None) -> SegmentationResult:
-    """One CT → probability map, tumor mask and lesion table (``model`` from :func:`load_model`)."""
-    prob = predict_probability(ct, model, progress=progress, cancel=cancel)
-    mask, labels, lesions = postprocess(ct, prob, threshold, roi_lps)
+    """One CT → probability and uncertainty maps, tumor mask and lesion table (``model`` from
+    :func:`load_model`). ``crop`` limits inference to the mediastinum; ``restrict_to_mediastinum``
+    drops components mostly outside it (both on by default, recorded in ``params``)."""
+    if not 0.0 < threshold < 1.0:  # before minutes of inference
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    maps = predict_maps(ct, model, tta=tta, crop=crop, progress=progress, cancel=cancel)
+    mask, labels, lesions, dropped = postprocess_full(ct, maps.probability, threshold, roi_lps, anatomy=maps.anatomy,
+                                                      uncertainty=maps.uncertainty,
+                                                      restrict_to_mediastinum=restrict_to_mediastinum)
+    anat = maps.anatomy.summary() if maps.anatomy is not None else {}
     report(progress, 1.0, f"{len(lesions)} lesion(s)")
-    return SegmentationResult(prob, mask, labels, lesions, threshold, model.label, model.card.sha256,
+    for w in anat.get("warnings", []):
+        log.warning("%s: %s", ct.metadata.get("source", "CT"), w)
+    return SegmentationResult(maps.probability, mask, labels, lesions, threshold, model.label, model.card.sha256,
                               {"threshold": threshold, "roi_lps": list(roi_lps) if roi_lps else None,
-                               "plan": model.plan.to_dict()})
+                               "tta": tta if isinstance(tta, str) else bool(tta), "crop_to_mediastinum": crop,
+                               "restrict_to_mediastinum": restrict_to_mediastinum,
+                               "min_inside_fraction": MIN_INSIDE_FRACTION, "plan": model.plan.to_dict(),
+                               "inference": maps.info},
+                              uncertainty=maps.uncertainty, anatomy=anat, dropped=dropped,
+                              warnings=list(anat.get("warnings", [])))
 
 
 def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | None = None) -> dict[str, Path]:
@@ -121,16 +321,21 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
              "result": out / "result.json"}
     write_image(result.mask, paths["mask"])
     write_image(result.probability, paths["probability"])
-    cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_lps_mm", "mean_hu", "max_probability", "voxels"]
+    if result.uncertainty is not None:
+        paths["uncertainty"] = out / "uncertainty.nrrd"
+        write_image(result.uncertainty, paths["uncertainty"])
+    cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_lps_mm", "mean_hu", "max_probability", "voxels",
+            "compartment", "inside_mediastinum", "confidence", "mean_uncertainty", "review", "review_reasons"]
     with atomic_path(paths["lesions"]) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in result.lesions:
             w.writerow({**r, "centroid_lps_mm": " ".join(map(str, r["centroid_lps_mm"]))})
     atomic_write_json(paths["result"], {
         "task": "segmentation", "n_lesions": len(result.lesions), "lesions": result.lesions,
         "threshold": result.threshold, "model": result.model_label, "model_sha256": result.model_sha256,
-        "demo": "demo" in result.model_label, "files": {k: v.name for k, v in paths.items()},
+        "demo": "demo" in result.model_label, "anatomy": result.anatomy, "dropped_outside_mediastinum":
+        result.dropped, "warnings": result.warnings, "files": {k: v.name for k, v in paths.items()},
         **provenance(params=result.params),
     })
     return paths

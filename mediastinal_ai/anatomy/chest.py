@@ -1,0 +1,294 @@
+"""Chest anatomy from HU thresholds, connected components and morphology — no learned weights.
+
+Why a classical step: a tumor model trained on one kind of data will fire on whatever it has
+not seen (heart, vessels, liver, muscle). Knowing where the mediastinum is lets inference look
+only there (speed), drop detections far outside it, say in which compartment a lesion lies, and
+warn when a CT does not show the mediastinum at all. HU physics is the same on every scanner,
+so these rules hold on real CT without training.
+
+Everything runs on a coarse copy of the canonical CT (:data:`GRID_MM`), seconds on a
+512×512×300 scan. The steps, per axial slice:
+
+* **body**: > -400 HU, opened, largest 3D component, holes filled slice by slice;
+* **lungs**: < -400 HU inside the body, 2D components of ≥ 3 cm²; small air near the midline is
+  **airway** (trachea, main bronchi) or oesophageal gas, not lung;
+* **bone**: > 200 HU (ribs, spine, sternum); the **vertebral body** is the bone near the midline in
+  the posterior half of the body;
+* **mediastinum**: row by row, the tissue between the medial edges of the right and left lung,
+  minus lung, airway and bone, on the slices where both lungs are in view (the thoracic inlet
+  above the apices is added as a margin, where thymic tumors reach);
+* **compartments** (approximate, geometric, after the ITMIG three-compartment model):
+  *posterior* (paravertebral) behind a line 1 cm posterior to the vertebral bodies' anterior
+  margin; *anterior* (prevascular) in the front :data:`ANTERIOR_FRACTION` of the distance from
+  the mediastinum's front (behind the sternum) to the vertebral body; *middle* (visceral:
+  heart, great vessels, trachea) between them. The true anterior/middle border is the pericardium
+  and the great vessels' anterior wall, which HU alone cannot find on a non-contrast CT: the
+  compartment column of the lesion table is a guide, not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..volume import Volume
+
+log = logging.getLogger(__name__)
+
+GRID_MM = 3.0  # coarse grid of the anatomy step (z: max(GRID_MM, slice thickness))
+ANTERIOR_FRACTION = 0.35
+MIN_LUNG_AREA_CM2 = 3.0  # a 2D low-density component smaller than this is not lung
+MIN_CHEST_EXTENT_MM = 30.0
+SLAB_EXTENT_MM = 100.0  # less than this: a slab, tumors above/below are out of view  # both lungs over at least this much z: the CT covers the mediastinum
+INLET_MARGIN_MM = 30.0  # mediastinum extended above the lung apices (thoracic inlet)
+ENVELOPE_MARGIN_MM = 12.0
+OUTSIDE_AIR_HU = -960.0  # median HU below which an edge-touching air region is outside the body  # detections within this distance of the mediastinum count as inside
+
+# codes of the coarse label map
+OUTSIDE, BODY, LUNG, AIRWAY, BONE, ANTERIOR, MIDDLE, POSTERIOR = range(8)
+LABEL_NAMES = {OUTSIDE: "outside body", BODY: "other", LUNG: "lung", AIRWAY: "airway", BONE: "bone",
+               ANTERIOR: "anterior mediastinum", MIDDLE: "middle mediastinum", POSTERIOR: "posterior mediastinum"}
+COMPARTMENT_SITE = {ANTERIOR: "anterior", MIDDLE: "middle", POSTERIOR: "posterior"}
+# an in-plane-only 3×3×3 structure: morphology and labels act slice by slice
+_INPLANE = np.zeros((3, 3, 3), bool)
+_INPLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass
+class ChestAnatomy:
+    """The anatomy of one CT on a coarse canonical grid (``labels``: codes above)."""
+
+    labels: Volume
+    envelope: Volume  # mediastinum dilated by ENVELOPE_MARGIN_MM (uint8)
+    covers_mediastinum: bool
+    chest_extent_mm: float
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def codes_at(self, lps: np.ndarray) -> np.ndarray:
+        """Label code at LPS points (nearest coarse voxel; OUTSIDE beyond the grid)."""
+        return _lookup(self.labels, lps, OUTSIDE)
+
+    def in_envelope(self, lps: np.ndarray) -> np.ndarray:
+        return _lookup(self.envelope, lps, 0).astype(bool)
+
+    def mediastinum_box_lps(self, margin_mm: float = 15.0) -> tuple[np.ndarray, np.ndarray] | None:
+        """LPS bounding box of the mediastinal envelope (+ margin), or None when there is none."""
+        idx = np.argwhere(self.envelope.array > 0)
+        if len(idx) == 0:
+            return None
+        lo_ijk, hi_ijk = idx.min(0)[::-1].astype(float), idx.max(0)[::-1].astype(float)
+        corners = np.array([[a, b, c] for a in (lo_ijk[0], hi_ijk[0]) for b in (lo_ijk[1], hi_ijk[1])
+                            for c in (lo_ijk[2], hi_ijk[2])])
+        mm = self.labels.index_to_lps(corners)
+        return mm.min(0) - margin_mm, mm.max(0) + margin_mm
+
+    def summary(self) -> dict[str, Any]:
+        return {"covers_mediastinum": self.covers_mediastinum, "chest_extent_mm": round(self.chest_extent_mm, 1),
+                "warnings": list(self.warnings), **self.stats}
+
+
+def _lookup(vol: Volume, lps: np.ndarray, default: int) -> np.ndarray:
+    ijk = np.rint(vol.lps_to_index(np.asarray(lps, float).reshape(-1, 3))).astype(np.int64)
+    n = np.asarray(vol.shape[::-1])
+    ok = np.all((ijk >= 0) & (ijk < n), axis=1)
+    out = np.full(len(ijk), default, dtype=vol.array.dtype)
+    out[ok] = vol.array[ijk[ok, 2], ijk[ok, 1], ijk[ok, 0]]
+    return out
+
+
+def _coarse(ct: Volume) -> Volume:
+    from ..segmentation.plan import resample
+
+    sp = (max(GRID_MM, ct.spacing_xyz[0]), max(GRID_MM, ct.spacing_xyz[1]), max(GRID_MM, ct.spacing_xyz[2]))
+    arr = ct.array
+    # padding outside the scan circle (-2048, -3024 …) is air, not a value to interpolate with
+    if arr.min() < -1024:
+        arr = np.maximum(arr, np.asarray(-1024, arr.dtype))
+    return resample(ct.with_array(arr), sp)
+
+
+def _largest(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    lab, n = ndimage.label(mask, structure=structure)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (int(np.argmax(sizes)) + 1)
+
+
+def analyse_chest(ct: Volume) -> ChestAnatomy:
+    """Body, lungs, airway, bone and mediastinal compartments of a canonical-order CT
+    (:func:`mediastinal_ai.orientation.canonical`)."""
+    g = _coarse(ct)
+    a = g.array.astype(np.float32)
+    sx, sy, sz = g.spacing_xyz
+    px_area_cm2 = sx * sy / 100.0
+    nz, ny, nx = a.shape
+    warnings: list[str] = []
+
+    # outside = air regions (per slice) that reach the edge of the field of view and read as air
+    # (≈ -1000 HU); a lung cut by a small field of view (a crop) reaches the edge too but reads ≈ -850
+    rest, n_rest = ndimage.label(a <= -400, structure=_INPLANE)
+    outside = np.zeros(a.shape, bool)
+    if n_rest:
+        border = np.zeros_like(outside)
+        border[:, 0, :] = border[:, -1, :] = border[:, :, 0] = border[:, :, -1] = True
+        touching = np.unique(rest[border & (rest > 0)])
+        med_hu = ndimage.median(a, rest, touching) if len(touching) else []
+        for i, m in zip(touching, np.atleast_1d(med_hu)):
+            if m < OUTSIDE_AIR_HU:
+                outside |= rest == i
+    body = ndimage.binary_opening(~outside, structure=_INPLANE, iterations=4)  # table, cables, blankets
+    body = _largest(body, ndimage.generate_binary_structure(3, 1))
+    body = ndimage.binary_fill_holes(body, structure=_INPLANE)
+    cropped = bool(body[:, [0, -1], :].mean() > 0.5 or body[:, :, [0, -1]].mean() > 0.5)
+    low = (a < -400) & body
+
+    lab2d, n2d = ndimage.label(low, structure=_INPLANE)
+    lung = np.zeros_like(low)
+    airway = np.zeros_like(low)
+    mid_x = np.full(nz, nx / 2.0)
+    for z in range(nz):
+        bx = np.nonzero(body[z].any(0))[0]
+        if len(bx):
+            mid_x[z] = (bx[0] + bx[-1]) / 2.0
+    if n2d:
+        objs = ndimage.find_objects(lab2d)
+        areas = np.bincount(lab2d.ravel())[1:] * px_area_cm2
+        medians = np.atleast_1d(ndimage.median(a, lab2d, np.arange(1, n2d + 1)))
+        for i, sl in enumerate(objs):
+            if sl is None:
+                continue
+            comp = lab2d[sl] == i + 1
+            z = sl[0].start
+            xs = np.nonzero(comp.any((0, 1)))[0] + sl[2].start
+            centre_x = xs.mean()
+            near_mid = abs(centre_x - mid_x[z]) * sx < 25.0
+            if near_mid and areas[i] < 8.0:
+                airway[sl] |= comp
+            elif areas[i] >= MIN_LUNG_AREA_CM2 and medians[i] >= OUTSIDE_AIR_HU:
+                lung[sl] |= comp  # (pure air, ≈ -1000 HU, is bowel gas or a gap under the back, not lung)
+    bone = (a > 200) & body & ~lung
+
+    right = lung & (np.arange(nx)[None, None, :] < mid_x[:, None, None])  # patient's right: low x (LPS)
+    left = lung & ~right
+    ra = right.sum((1, 2)) * px_area_cm2
+    la = left.sum((1, 2)) * px_area_cm2
+    thoracic = (ra >= 5.0) & (la >= 5.0)
+    chest_extent = float(thoracic.sum() * sz)
+    covers = chest_extent >= MIN_CHEST_EXTENT_MM
+
+    med = np.zeros_like(lung)
+    yv = np.full(nz, np.nan)
+    yfront = np.full(nz, np.nan)
+    for z in np.nonzero(thoracic)[0]:
+        r, lf = right[z], left[z]
+        rows = np.nonzero(r.any(1) & lf.any(1))[0]
+        for y in rows:
+            xr = np.nonzero(r[y])[0].max()
+            xl = np.nonzero(lf[y])[0].min()
+            if xl - xr > 1:
+                med[z, y, xr + 1:xl] = True
+    med &= body & ~lung & ~airway
+    med = ndimage.binary_closing(med, structure=np.ones((3, 3, 3), bool)) & body & ~lung
+    med = ndimage.binary_opening(med, structure=_INPLANE)
+    # the vertebral body: bone within 20 mm of the midline in the posterior half of the slice
+    for z in np.nonzero(med.any((1, 2)))[0]:
+        ys = np.nonzero(med[z].any(1))[0]
+        yfront[z] = ys.min()
+        bz = bone[z]
+        cols = np.abs(np.arange(nx) - mid_x[z]) * sx < 12.0
+        cand = bz[:, cols]
+        by = np.nonzero(cand.any(1))[0]
+        by = by[by > (ys.min() + ys.max()) / 2.0]
+        if len(by):
+            yv[z] = by.min()
+    # slices without a detected spine borrow the nearest slice's
+    good = np.nonzero(np.isfinite(yv))[0]
+    if len(good):
+        for z in np.nonzero(np.isnan(yv) & np.isfinite(yfront))[0]:
+            yv[z] = yv[good[np.argmin(np.abs(good - z))]]
+    # remove the spine (at and behind the vertebral bodies' front) and the sternum (front rim); bone
+    # voxels elsewhere are enhanced blood on a contrast CT and stay in the mediastinum
+    yy = np.arange(ny)[None, :, None].astype(float)
+    with np.errstate(invalid="ignore"):
+        spine_or_sternum = bone & ((yy >= yv[:, None, None]) | (yy <= yfront[:, None, None] + 15.0 / sy))
+    med &= ~ndimage.binary_dilation(spine_or_sternum, structure=_INPLANE)
+    for z in np.nonzero(med.any((1, 2)))[0]:
+        yfront[z] = np.nonzero(med[z].any(1))[0].min()
+
+    # the thoracic inlet above the apices: the top mediastinal slice's outline, carried upward
+    zs = np.nonzero(med.any((1, 2)))[0]
+    if len(zs):
+        top = zs.max()
+        for k in range(1, int(round(INLET_MARGIN_MM / sz)) + 1):
+            if top + k >= nz:
+                break
+            med[top + k] = med[top] & body[top + k] & (a[top + k] > -400) & (a[top + k] < 200)
+            yfront[top + k], yv[top + k] = yfront[top], yv[top]
+
+    labels = np.full(a.shape, OUTSIDE, np.uint8)
+    labels[body] = BODY
+    labels[bone] = BONE
+    labels[lung] = LUNG
+    labels[airway] = AIRWAY
+    front = yfront[:, None, None]
+    back = yv[:, None, None]
+    with np.errstate(invalid="ignore"):
+        post = med & (yy > back + 10.0 / sy)
+        ant = med & ~post & (yy < front + ANTERIOR_FRACTION * (back - front))
+    labels[med] = MIDDLE
+    labels[ant] = ANTERIOR
+    labels[post] = POSTERIOR
+
+    rad = max(1, int(round(ENVELOPE_MARGIN_MM / sx)))
+    env = ndimage.binary_dilation(med, structure=_INPLANE, iterations=rad)
+    env = ndimage.binary_dilation(env, structure=np.ones((3, 1, 1), bool))  # one coarse slice up and down
+    env &= body
+
+    vox_ml = g.voxel_volume_mm3 / 1000.0
+    lung_ml = float(lung.sum() * vox_ml)
+    if lung_ml < 50:
+        warnings.append("no lungs found: this does not look like a chest CT (abdomen, head and neck, or an "
+                        "extremity?); a model trained on chest CT may give meaningless results")
+    elif not covers:
+        warnings.append(f"both lungs are in view over only {chest_extent:.0f} mm (< {MIN_CHEST_EXTENT_MM:.0f} mm): "
+                        "too little of the chest to locate the mediastinum (a thin slab, or abdomen or neck only)")
+    elif chest_extent < SLAB_EXTENT_MM:
+        warnings.append(f"the CT shows only {chest_extent:.0f} mm of the chest (a slab): a tumor above or below "
+                        "it is not in view")
+    if cropped:
+        warnings.append("the field of view is cut inside the body (a crop): body outline and compartments "
+                        "are approximate")
+    # contrast-enhanced blood (150–700 HU) fills a good part of a contrast CT's middle mediastinum
+    mid_hu = a[med & ~post & ~ant]
+    contrast_share = float(((mid_hu > 150) & (mid_hu < 700)).mean()) if mid_hu.size else 0.0
+    stats = {"contrast": contrast_share > 0.08, "enhanced_share_middle": round(contrast_share, 3),
+             "grid_mm": [round(s, 2) for s in g.spacing_xyz], "field_of_view_cropped": cropped,
+             "body_ml": round(float(body.sum() * vox_ml), 1), "lung_ml": round(lung_ml, 1),
+             "airway_ml": round(float(airway.sum() * vox_ml), 1), "bone_ml": round(float(bone.sum() * vox_ml), 1),
+             "mediastinum_ml": round(float(med.sum() * vox_ml), 1),
+             "anterior_mediastinum_ml": round(float(ant.sum() * vox_ml), 1)}
+    return ChestAnatomy(labels=g.with_array(labels, units="label"), envelope=g.with_array(env.astype(np.uint8),
+                        units="label"), covers_mediastinum=covers, chest_extent_mm=chest_extent,
+                        warnings=warnings, stats=stats)
+
+
+def lesion_compartment(anatomy: ChestAnatomy, lps: np.ndarray) -> tuple[str, float]:
+    """The compartment most of a lesion's voxels (LPS points) fall in, and the share of its voxels
+    inside the mediastinal envelope."""
+    codes = anatomy.codes_at(lps)
+    inside = float(anatomy.in_envelope(lps).mean()) if len(codes) else 0.0
+    if not len(codes):
+        return "other", 0.0
+    counts = np.bincount(codes, minlength=8)
+    med = counts[[ANTERIOR, MIDDLE, POSTERIOR]]
+    if med.sum() >= 0.25 * len(codes):
+        return COMPARTMENT_SITE[[ANTERIOR, MIDDLE, POSTERIOR][int(np.argmax(med))]], inside
+    if counts[LUNG] >= 0.5 * len(codes):
+        return "lung", inside
+    return "other", inside
