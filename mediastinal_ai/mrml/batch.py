@@ -3,7 +3,8 @@ Slicer scene per case, so a batch result opens in Slicer as the interactive resu
 
 Inside Slicer (no window)::
 
-    Slicer --no-main-window --python-script <extension>/lib/Python/mediastinal_ai/mrml/batch.py -- \\
+    Slicer --no-main-window --python-script \\
+        <extension>/lib/Slicer-X.Y/qt-scripted-modules/mediastinal_ai/mrml/batch.py -- \\
         --input cohort.csv --out results --steps segment,radiomics,cnn,fusion [--mrb]
 
 With plain Python and ``slicer-core`` (how it is tested here)::
@@ -22,9 +23,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Works both as ``python -m mediastinal_ai.mrml.batch`` and as a script path given to Slicer.
-if __package__ in (None, ""):  # pragma: no cover - script mode
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__" and not __package__:
+    # Run by file path: Slicer's --python-script execs this file as ``__main__`` (CTK's
+    # executeFile) with this folder inserted first on sys.path, and so does ``python batch.py``.
+    # Then the relative imports below fail and this folder's radiomics.py hides pyradiomics
+    # (its cnn.py, fusion.py, ... hide nothing today, but would). So: take this folder off
+    # sys.path, put the folder holding the mediastinal_ai package first, and run the module
+    # properly; the SystemExit of its ``__main__`` block ends this file too.
+    import runpy
+
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parents[1]))
+    runpy.run_module("mediastinal_ai.mrml.batch", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)  # not reached: the module's __main__ block exits
 
 from mediastinal_ai.batch.steps import STEPS, CaseContext, Step, register  # noqa: E402
 
