@@ -1,17 +1,18 @@
 """MediastinalAI: segment anterior mediastinal tumors, predict WHO risk (CNN + Grad-CAM) and
-benign/malignant from CT + circulating tumor cells, inside 3D Slicer.
+benign/malignant from CT + circulating tumor cells, inside 3D Slicer (5.10 or later).
 
 Thin Slicer module (scripted-module template): the widget reads the GUI, the logic calls only
-the MRML adapter (``mediastinal_ai.mrml``) and the core library. Segmentation runs in a separate
-``PythonSlicer`` process so the GUI never freezes.
+the MRML adapter (``mediastinal_ai.mrml``) and the core library. Segmentation, CNN and CTC
+prediction run in a separate ``PythonSlicer`` process so the GUI never freezes and Cancel works.
 """
 
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
+import traceback
+from pathlib import Path
 from typing import Annotated
 
 import qt
@@ -38,28 +39,86 @@ from slicer.util import VTKObservationMixin
 from mediastinal_ai import DEMO_DISCLAIMER, taxonomy
 from mediastinal_ai.mrml import dependencies, display, process
 
+try:  # Slicer's translation functions (as the peer extensions use them)
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # an older Slicer, or slicer-core without the application
+
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
+
+
 NOT_GIVEN = "not given"
 DEVICE_CHOICES = list(process.DEVICES)  # auto / CPU / GPU
+CANCELLED = "cancelled"
+
+
+def _slicerVersionProblem():
+    """'' on a supported Slicer, else why not (shown instead of the GUI)."""
+    app = getattr(slicer, "app", None)
+    if app is None or not hasattr(app, "majorVersion"):
+        return ""
+    return dependencies.slicer_version_problem(app.majorVersion, app.minorVersion)
 
 
 # ----------------------------------------------------------------------------- module
 class MediastinalAI(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "MediastinalAI"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("MediastinalAI")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["MediastinalAI developers"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Segment anterior mediastinal tumors on chest CT with a 3D U-Net (result: an editable "
             "segment), predict WHO risk with a 2D CNN and Grad-CAM, and benign/malignant + lesion "
-            "class from CT + circulating tumor cells (CTC). Demo models are trained on synthetic data: "
-            f"{DEMO_DISCLAIMER}. See docs/slicer.md in the extension's repository."
-        )
-        self.parent.acknowledgementText = (
+            "class from CT + circulating tumor cells (CTC). Needs 3D Slicer 5.10 or later. Demo models "
+            "are trained on synthetic data: {disclaimer}. See docs/slicer.md in the extension's repository."
+        ).format(disclaimer=DEMO_DISCLAIMER)
+        problem = _slicerVersionProblem()
+        if problem:
+            self.parent.helpText = problem + "\n\n" + self.parent.helpText
+        self.parent.acknowledgementText = _(
             "Implements methods of published studies on 3D U-Net segmentation, radiomics/CNN WHO-risk "
             "prediction and CT + CTC fusion for mediastinal lesions; it does not claim their results."
         )
+        slicer.app.connect("startupCompleted()", _registerSampleData)
+
+
+def _registerSampleData():
+    """The built-in *synthetic* chest CT in the Sample Data module (generated on demand, no
+    download; labelled synthetic). Skipped silently when SampleData is not there (tests)."""
+    try:
+        import SampleData
+    except ImportError:
+        return
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="MediastinalAI",
+        sampleName="MediastinalAISyntheticChestCT",
+        uris=None,
+        fileNames=None,
+        nodeNames=None,
+        thumbnailFileName=os.path.join(iconsPath, "MediastinalAI.png"),
+        customDownloader=_loadSyntheticSample,
+    )
+
+
+def _loadSyntheticSample(source=None):
+    """SampleData custom loader: a synthetic CT with an anterior mediastinal lesion (seed 1)."""
+    missing = dependencies.missing(["synthetic"])
+    if missing:
+        slicer.util.errorDisplay(
+            _("The synthetic sample needs {packages}: use a MediastinalAI button once to install them.").format(
+                packages=", ".join(missing)
+            )
+        )
+        return []
+    node, _segmentation = MediastinalAILogic().loadSyntheticSample(withReferenceMask=False)
+    return [node]
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -101,7 +160,7 @@ class PythonProcessRunner:
     Lines ``MEDIASTINALAI_PROGRESS <fraction> <message>`` on stdout go to ``onProgress(fraction,
     message)``; other lines to ``onLog(line)``. ``onFinished(ok, message)`` is called once: ok is
     True for exit code 0; a cancelled run reports ``(False, "cancelled")``. Reusable for any
-    MediastinalAI CLI command that prints progress lines.
+    MediastinalAI child command that prints progress lines (segment CLI, mediastinal_ai.mrml.worker).
     """
 
     def __init__(self, onProgress=None, onFinished=None, onLog=None):
@@ -112,11 +171,13 @@ class PythonProcessRunner:
         self._buffer = process.LineBuffer()
         self._cancelled = False
         self._lastLines = []
-        self._done = False
+        self._done = True
 
     @staticmethod
     def pythonExecutable():
         """PythonSlicer (Slicer's Python with its environment), else this interpreter."""
+        import sys
+
         found = shutil.which("PythonSlicer")
         if found:
             return found
@@ -126,11 +187,12 @@ class PythonProcessRunner:
         return candidate if os.path.exists(candidate) else sys.executable
 
     def isRunning(self):
-        return self.process is not None and self.process.state() != qt.QProcess.NotRunning
+        """True from start() until onFinished has been called."""
+        return not self._done
 
     def start(self, args, program=None):
         if self.isRunning():
-            raise RuntimeError("a process is already running")
+            raise RuntimeError(_("a background job is already running"))
         self._buffer = process.LineBuffer()
         self._cancelled = False
         self._done = False
@@ -149,8 +211,15 @@ class PythonProcessRunner:
         self.process.start(program, list(args))
 
     def cancel(self):
-        if self.isRunning():
-            self._cancelled = True
+        """Kill the child and everything it started. ``PythonSlicer`` is a launcher whose child is
+        the real Python: ``QProcess.kill`` alone would stop only the launcher."""
+        if self.process is None or self._done:
+            return
+        self._cancelled = True
+        pid = self.process.processId() if hasattr(self.process, "processId") else 0
+        if pid:
+            process.kill_process_tree(int(pid))
+        if self.process.state() != qt.QProcess.NotRunning:
             self.process.kill()
 
     def _onReadyRead(self):
@@ -182,7 +251,7 @@ class PythonProcessRunner:
         for line in self._buffer.flush():
             self._handleLine(line)
         if self._cancelled:
-            self._finish(False, "cancelled")
+            self._finish(False, CANCELLED)
         elif exitStatus == qt.QProcess.NormalExit and exitCode == 0:
             self._finish(True, "")
         else:
@@ -191,7 +260,7 @@ class PythonProcessRunner:
 
     def _onError(self, error):
         if error == qt.QProcess.FailedToStart:
-            self._finish(False, f"could not start {self.process.program()}")
+            self._finish(False, _("could not start {program}").format(program=self.process.program()))
 
 
 # ----------------------------------------------------------------------------- widget
@@ -203,11 +272,18 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._runner = None
-        self._runDir = None
+        self._job = None  # {"kind", "runDir", "context"} of the background job, if any
         self._segmentBinding = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        problem = _slicerVersionProblem()
+        if problem:  # refuse clearly instead of failing on the first click
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MediastinalAI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -218,9 +294,7 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillModelCombo(self.ui.segmentationModelComboBox, "segmentation")
         self._fillModelCombo(self.ui.cnnModelComboBox, "risk-cnn")
         self._fillModelCombo(self.ui.fusionModelComboBox, "fusion")
-        self._runner = PythonProcessRunner(
-            self.onSegmentationProgress, self.onSegmentationFinished, self.onSegmentationLog
-        )
+        self._runner = PythonProcessRunner(self.onJobProgress, self.onJobFinished, self.onJobLog)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -229,12 +303,14 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadDicomFolderButton.connect("clicked(bool)", self.onLoadDicomFolder)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        # tracking is off in the .ui: valueChanged comes once, on release, not on every drag tick
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         self._segmentBinding = SegmentSelectorBinding(
             self.ui.tumorSegmentSelector, lambda: self._parameterNode
         )
         self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
         self.ui.exportNrrdButton.connect("clicked(bool)", self.onExportNrrd)
+        self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
         self.ui.predictCnnButton.connect("clicked(bool)", self.onPredictCnn)
         self.ui.gradCamCheckBox.connect("toggled(bool)", self.onShowGradCamToggled)
         self.ui.predictCtcButton.connect("clicked(bool)", self.onPredictCtc)
@@ -259,7 +335,8 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self):
         if self._parameterNode:
@@ -268,6 +345,10 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
     def onSceneStartClose(self, caller, event):
+        # A job's nodes belong to the scene being closed: stop it, and import nothing afterwards.
+        if self._job is not None and self._runner.isRunning():
+            self._job["sceneClosed"] = True
+            self._runner.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -314,11 +395,13 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = running
         self.ui.exportDicomSegButton.enabled = hasCt and hasSegment and not running
         self.ui.exportNrrdButton.enabled = hasCt and hasSegment and not running
+        self.ui.show3DButton.enabled = hasSegment
         self.ui.predictCnnButton.enabled = hasCt and hasSegment and not running
         self.ui.predictCtcButton.enabled = hasCt and hasSegment and not running
         self.ui.saveReportButton.enabled = hasCt and not running
         self.ui.gradCamCheckBox.enabled = p.gradCamVolume is not None
         self._segmentBinding.updateSelector()
+        self.logic.watchEdits(p.segmentation)
         self._showCnnResult(display.load_json(p.cnnResult))
         self._showFusionResult(display.load_json(p.fusionResult))
 
@@ -336,6 +419,12 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text
         logging.info("MediastinalAI: %s", text)
 
+    def _error(self, message, exception):
+        """Show a failure (the exception's message is the user's feedback; details in the log)."""
+        logging.error("MediastinalAI: %s %s\n%s", message, exception, traceback.format_exc())
+        slicer.util.errorDisplay(f"{message}\n\n{exception}", detailedText=traceback.format_exc())
+        self._status(f"{message} {exception}")
+
     def _ensureDependencies(self, *features):
         return ensureDependencies(features, "MediastinalAI", self._status)
 
@@ -343,86 +432,146 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p.inputVolume is None or p.segmentation is None or not p.segmentId:
             raise ValueError(
-                "Select a CT volume and a tumor segment first (run 'Segment tumor' or pick one)."
+                _("Select a CT volume and a tumor segment first (run 'Segment tumor' or pick one).")
             )
         return p.inputVolume, p.segmentation, p.segmentId
+
+    # ------------------------------------------------------------------ background jobs
+    def _startJob(self, kind, prepare, context):
+        """Make a temporary folder, let ``prepare(runDir)`` write the inputs and return the child
+        arguments, start the child. The folder is removed if anything fails before the start."""
+        if self._runner.isRunning():
+            self._status(_("A background job is already running: wait for it or cancel it."))
+            return
+        runDir = tempfile.mkdtemp(prefix="MediastinalAI-")
+        started = False
+        try:
+            with slicer.util.WaitCursor():
+                args = prepare(runDir)
+            self._job = {"kind": kind, "runDir": runDir, "context": context}
+            self.ui.progressBar.value = 0
+            self.ui.progressStatusLabel.text = _("Starting...")
+            self.ui.logTextEdit.appendPlainText(f"--- {kind} ---")
+            self._runner.start(args)
+            started = True
+        except Exception as e:
+            self._error(_("Could not start the job."), e)
+        finally:
+            if not started:  # a refused ROI, an unwritable CT, ...: nothing is left behind
+                self._job = None
+                shutil.rmtree(runDir, ignore_errors=True)
+            self._updateGui()
+
+    def onCancel(self):
+        self._runner.cancel()
+
+    def onJobProgress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.progressStatusLabel.text = message
+
+    def onJobLog(self, line):
+        logging.info("MediastinalAI job: %s", line)
+        self.ui.logTextEdit.appendPlainText(line)
+
+    def onJobFinished(self, ok, message):
+        job, self._job = self._job, None
+        if job is None:
+            return
+        try:
+            if job.get("sceneClosed"):
+                self.ui.progressStatusLabel.text = _("Cancelled: the scene was closed.")
+                return
+            if not ok:
+                self.ui.progressStatusLabel.text = _("Cancelled.") if message == CANCELLED else _("Failed.")
+                if message != CANCELLED:
+                    slicer.util.errorDisplay(_("The background job failed:") + "\n\n" + message)
+                return
+            try:
+                with slicer.util.WaitCursor():
+                    summary = self._importJobResult(job)
+                self.ui.progressBar.value = 100
+                self.ui.progressStatusLabel.text = summary
+            except Exception as e:
+                self.ui.progressStatusLabel.text = _("Failed.")
+                self._error(_("Could not import the result."), e)
+        finally:
+            shutil.rmtree(job["runDir"], ignore_errors=True)
+            self._updateGui()
+
+    def _importJobResult(self, job):
+        p = self._parameterNode
+        context = job["context"]
+        volume = context["volume"]
+        if p is None or not slicer.mrmlScene.IsNodePresent(volume):
+            raise ValueError(_("The CT is no longer in the scene."))
+        if job["kind"] == "segment":
+            result = self.logic.importSegmentationResult(volume, job["runDir"], context["threshold"])
+            p.segmentation = result.get("segmentation_node")
+            p.segmentId = result.get("segment_id") or ""
+            p.probabilityVolume = result.get("probability_node")
+            p.lesionTable = result.get("table_node")
+            self.logic.watchEdits(p.segmentation)
+            return _segmentationSummary(result)
+        if job["kind"] == "risk-cnn":
+            table, gradCam, result = self.logic.publishJob(job["runDir"], volume, show=p.showGradCam)
+            p.cnnTable, p.gradCamVolume = table, gradCam
+            p.cnnResult = json.dumps(result, default=str)
+            ras = display.find_ras(result)
+            if ras is not None:
+                self.logic.jumpTo(ras)
+            return _("Done: P(high risk) {p}.").format(
+                p=display.format_probability(result.get("probability_high_risk"))
+            )
+        # fusion
+        table, result = self.logic.publishJob(job["runDir"], volume, segmentId=context["segmentId"])
+        p.fusionTable = table
+        p.fusionResult = json.dumps(result, default=str)
+        self.ui.ctcWarningsLabel.text = "<br>".join(f"&#9888; {w}" for w in result.get("warnings") or [])
+        ras = display.find_ras(result)
+        if ras is not None:
+            self.logic.jumpTo(ras)
+        return _("Done.")
 
     # ------------------------------------------------------------------ inputs
     def onLoadVolume(self):
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(),
-            "Load CT",
+            _("Load CT"),
             "",
-            "CT images (*.nrrd *.nhdr *.nii *.nii.gz *.mha *.mhd);;All files (*)",
+            _("CT images") + " (*.nrrd *.nhdr *.nii *.nii.gz *.mha *.mhd);;" + _("All files") + " (*)",
         )
         if path:
             self._loadCt(path)
 
     def onLoadDicomFolder(self):
-        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Load CT from a DICOM folder")
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Load CT from a DICOM folder"))
         if path:
             self._loadCt(path)
 
     def _loadCt(self, path):
-        if not self._ensureDependencies("core"):
+        if not self._ensureDependencies("load-ct"):
             return
-        with slicer.util.tryWithErrorDisplay("Could not load the CT.", waitCursor=True):
-            node = self.logic.loadCt(path)
-            self._parameterNode.inputVolume = node
-            slicer.util.setSliceViewerLayers(background=node, fit=True)
-            self._status(f"Loaded {node.GetName()}")
+        try:
+            with slicer.util.WaitCursor():
+                node = self.logic.loadCt(path)
+        except Exception as e:
+            self._error(_("Could not load the CT."), e)
+            return
+        self._parameterNode.inputVolume = node
+        slicer.util.setSliceViewerLayers(background=node, fit=True)
+        self._status(_("Loaded {name}").format(name=node.GetName()))
 
     # ------------------------------------------------------------------ segmentation
     def onSegment(self):
         p = self._parameterNode
         if not self._ensureDependencies("segmentation"):
             return
-        with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
-            self._runDir = tempfile.mkdtemp(prefix="MediastinalAI-")
-            args = self.logic.segmentationArguments(
-                p.inputVolume, self._runDir, p.segmentationModel, p.device, p.threshold, p.roi
-            )
-            self.ui.segmentationProgressBar.value = 0
-            self.ui.segmentationStatusLabel.text = "Starting..."
-            self._runner.start(args)
-        if self._runDir and not self._runner.isRunning():  # failed before the process started
-            shutil.rmtree(self._runDir, ignore_errors=True)
-            self._runDir = None
-        self._updateGui()
-
-    def onCancel(self):
-        self._runner.cancel()
-
-    def onSegmentationProgress(self, fraction, message):
-        self.ui.segmentationProgressBar.value = int(round(100 * fraction))
-        self.ui.segmentationStatusLabel.text = message
-
-    def onSegmentationLog(self, line):
-        logging.info("segment: %s", line)
-
-    def onSegmentationFinished(self, ok, message):
-        p = self._parameterNode
-        runDir, self._runDir = self._runDir, None
-        try:
-            if not ok:
-                self.ui.segmentationStatusLabel.text = "Cancelled." if message == "cancelled" else "Failed."
-                if message != "cancelled":
-                    slicer.util.errorDisplay("Segmentation failed:\n\n" + message)
-                return
-            with slicer.util.tryWithErrorDisplay(
-                "Could not import the segmentation result.", waitCursor=True
-            ):
-                result = self.logic.importSegmentationResult(p.inputVolume, runDir, p.threshold)
-                p.segmentation = result.get("segmentation_node")
-                p.segmentId = result.get("segment_id") or ""
-                p.probabilityVolume = result.get("probability_node")
-                p.lesionTable = result.get("table_node")
-                self.ui.segmentationProgressBar.value = 100
-                self.ui.segmentationStatusLabel.text = _segmentationSummary(result)
-        finally:
-            if runDir:
-                shutil.rmtree(runDir, ignore_errors=True)
-            self._updateGui()
+        volume, model, device, threshold, roi = p.inputVolume, p.segmentationModel, p.device, p.threshold, p.roi
+        self._startJob(
+            "segment",
+            lambda runDir: self.logic.segmentationArguments(volume, runDir, model, device, threshold, roi),
+            {"volume": volume, "threshold": threshold},
+        )
 
     def onThresholdChanged(self, value):
         p = self._parameterNode
@@ -430,52 +579,77 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self._runner.isRunning():
             return
-        with slicer.util.tryWithErrorDisplay("Re-thresholding failed."):
-            self.logic.rethreshold(p.probabilityVolume, p.segmentation, p.segmentId, value, p.lesionTable)
+        if self.logic.isEdited(p.segmentation) and not slicer.util.confirmOkCancelDisplay(
+            _(
+                "The tumor segment was edited. A new threshold replaces it with the thresholded "
+                "probability map and your edits are lost. Apply the threshold {t:.2f}?"
+            ).format(t=value),
+            windowTitle=_("MediastinalAI: replace the edited segment?"),
+        ):
+            self._status(_("Threshold not applied: your edits are kept."))
+            return
+        try:
+            with slicer.util.WaitCursor():
+                self.logic.rethreshold(p.probabilityVolume, p.segmentation, p.segmentId, value, p.lesionTable)
+        except Exception as e:
+            self._error(_("Re-thresholding failed."), e)
+
+    def onShow3D(self, checked):
+        p = self._parameterNode
+        if p is not None and p.segmentation is not None:
+            self.logic.show3D(p.segmentation, checked)
 
     def onExportDicomSeg(self):
         if not self._ensureDependencies("dicom-seg"):
             return
         path = qt.QFileDialog.getSaveFileName(
-            slicer.util.mainWindow(), "Export DICOM SEG", "tumor_seg.dcm", "DICOM (*.dcm)"
+            slicer.util.mainWindow(), _("Export DICOM SEG"), "tumor_seg.dcm", "DICOM (*.dcm)"
         )
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("DICOM SEG export failed.", waitCursor=True):
+        try:
             volume, segmentation, segmentId = self._requireSegment()
-            self.logic.exportDicomSeg(segmentation, segmentId, volume, path)
-            self._status(f"Saved DICOM SEG {path}")
+            with slicer.util.WaitCursor():
+                self.logic.exportDicomSeg(segmentation, segmentId, volume, path)
+        except Exception as e:
+            self._error(_("DICOM SEG export failed."), e)
+            return
+        self._status(_("Saved DICOM SEG {path}").format(path=path))
 
     def onExportNrrd(self):
         path = qt.QFileDialog.getSaveFileName(
             slicer.util.mainWindow(),
-            "Export tumor mask",
+            _("Export tumor mask"),
             "tumor_mask.nrrd",
             "NRRD (*.nrrd);;NIfTI (*.nii.gz *.nii)",
         )
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("Mask export failed.", waitCursor=True):
+        try:
             volume, segmentation, segmentId = self._requireSegment()
-            self.logic.exportMask(segmentation, segmentId, volume, path)
-            self._status(f"Saved {path}")
+            with slicer.util.WaitCursor():
+                self.logic.exportMask(segmentation, segmentId, volume, path)
+        except Exception as e:
+            self._error(_("Mask export failed."), e)
+            return
+        self._status(_("Saved {path}").format(path=path))
 
     # ------------------------------------------------------------------ risk (CNN)
     def onPredictCnn(self):
         p = self._parameterNode
         if not self._ensureDependencies("risk-cnn"):
             return
-        with slicer.util.tryWithErrorDisplay("CNN risk prediction failed.", waitCursor=True):
+        try:
             volume, segmentation, segmentId = self._requireSegment()
-            table, gradCam, result = self.logic.predictRiskCnn(
-                volume, segmentation, segmentId, p.cnnModel or None
-            )
-            p.cnnTable, p.gradCamVolume = table, gradCam
-            p.cnnResult = json.dumps(result, default=str)
-            self.logic.showGradCam(volume, gradCam, p.showGradCam)
-            ras = display.find_ras(result)
-            if ras is not None:
-                self.logic.jumpTo(ras)
+        except ValueError as e:
+            self._status(str(e))
+            return
+        model = p.cnnModel or None
+        self._startJob(
+            "risk-cnn",
+            lambda runDir: self.logic.prepareJob(runDir, "risk-cnn", volume, segmentation, segmentId, model=model),
+            {"volume": volume},
+        )
 
     def onShowGradCamToggled(self, checked):
         p = self._parameterNode
@@ -509,20 +683,21 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             volume, segmentation, segmentId = self._requireSegment()
             ctc, age, sex, site = self._ctcInputs()
-            with slicer.util.WaitCursor():
-                table, result = self.logic.predictWithCtc(
-                    volume, segmentation, segmentId, ctc, age, sex, site, p.fusionModel or None
-                )
-        except Exception as e:  # the message (e.g. "CTC level cannot be negative") is the feedback
+            refused = self.logic.checkCtcInputs(ctc, age, sex, site, refusedOnly=True)
+            if refused:
+                raise ValueError(refused)
+        except ValueError as e:  # the message (e.g. "CTC level cannot be negative") is the feedback
             self.ui.ctcWarningsLabel.text = f"<span style='color:#c00'>{e}</span>"
-            logging.exception("Predict with CTC failed")
             return
-        p.fusionTable = table
-        p.fusionResult = json.dumps(result, default=str)
-        self.ui.ctcWarningsLabel.text = "<br>".join(f"&#9888; {w}" for w in result.get("warnings") or [])
-        ras = display.find_ras(result)
-        if ras is not None:
-            self.logic.jumpTo(ras)
+        model = p.fusionModel or None
+        self._startJob(
+            "fusion",
+            lambda runDir: self.logic.prepareJob(
+                runDir, "fusion", volume, segmentation, segmentId, model=model,
+                ctc=ctc, age=age, sex=sex, lesion_site=site,
+            ),
+            {"volume": volume, "segmentId": segmentId},
+        )
 
     def _showFusionResult(self, result):
         result = result or {}
@@ -544,7 +719,7 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             r = result.get(kind) or {}
             benign.text = display.format_probability(r.get("p_benign"))
             malignant.text = display.format_probability(r.get("p_malignant"))
-            call.text = str(r.get("call") or ("not available" if result else "-"))
+            call.text = str(r.get("call") or (_("not available") if result else "-"))
             top = r.get("top3") or []
             topClasses.text = (
                 "<br>".join(
@@ -560,15 +735,19 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ensureDependencies("report"):
             return
         path = qt.QFileDialog.getSaveFileName(
-            slicer.util.mainWindow(), "Save report", "report.html", "HTML (*.html);;PDF (*.pdf)"
+            slicer.util.mainWindow(), _("Save report"), "report.html", "HTML (*.html);;PDF (*.pdf)"
         )
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("Saving the report failed.", waitCursor=True):
-            out = self.logic.saveReport(
-                p.inputVolume, path, p.segmentation, p.segmentId or None, p.gradCamVolume
-            )
-            self._status(f"Report saved: {out}")
+        try:
+            with slicer.util.WaitCursor():
+                written = self.logic.saveReport(
+                    p.inputVolume, path, p.segmentation, p.segmentId or None, p.gradCamVolume
+                )
+        except Exception as e:
+            self._error(_("Saving the report failed."), e)
+            return
+        self._status(_("Report saved: {files}").format(files=", ".join(str(f) for f in written)))
 
 
 # ----------------------------------------------------------------------------- logic
@@ -604,21 +783,45 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
         name = os.path.basename(os.path.normpath(str(path))).split(".")[0] or "CT"
         return nodes.volume_to_node(self.scene, volume, name=name, role="ct")
 
+    def loadSyntheticSample(self, seed=1, withReferenceMask=True):
+        """A synthetic chest CT with an anterior mediastinal lesion (labelled synthetic), and its
+        reference mask as a segment when asked: the tutorial's sample and the self-test's case."""
+        from mediastinal_ai.mrml import nodes
+        from mediastinal_ai.synthetic import generate_case
+
+        case = generate_case(seed=seed)
+        ct = nodes.volume_to_node(self.scene, case.ct, name=f"Synthetic chest CT {seed} (SYNTHETIC)", role="ct")
+        segmentation = None
+        if withReferenceMask:
+            segmentation = nodes.mask_to_segment(self.scene, case.mask, ct)
+        return ct, segmentation
+
     # segmentation ----------------------------------------------------------------
+    @staticmethod
+    def roiBox(roiNode):
+        """LPS box of a Markups ROI, or a clear error for one that has no position yet (a node
+        just created in the combo box has no control point and inverted bounds)."""
+        if roiNode is None:
+            return None
+        if roiNode.GetNumberOfControlPoints() == 0:
+            raise ValueError(
+                _("The ROI '{name}' has no position yet: place it in a slice view first, or choose "
+                  "'(none)' to segment the whole CT.").format(name=roiNode.GetName())
+            )
+        bounds = [0.0] * 6
+        roiNode.GetRASBounds(bounds)
+        return process.ras_bounds_to_lps_box(bounds)
+
     def segmentationArguments(self, volumeNode, runDir, model, device, threshold, roiNode=None):
         """Write the CT to ``runDir/ct.nrrd`` and return the CLI arguments for the child process."""
         from mediastinal_ai.io import write_image
         from mediastinal_ai.mrml import nodes
 
         if volumeNode is None:
-            raise ValueError("Select a CT volume first.")
+            raise ValueError(_("Select a CT volume first."))
+        roi = self.roiBox(roiNode)  # before writing anything: a refused ROI leaves nothing behind
         ctPath = os.path.join(runDir, "ct.nrrd")
         write_image(nodes.node_to_volume(volumeNode), ctPath, compress=False)
-        roi = None
-        if roiNode is not None:
-            bounds = [0.0] * 6
-            roiNode.GetRASBounds(bounds)
-            roi = process.ras_bounds_to_lps_box(bounds)
         return process.segment_command(
             ctPath, os.path.join(runDir, "result"), model or None, device, threshold, roi
         )
@@ -653,10 +856,39 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
             self.scene, probabilityNode, segmentationNode, segmentId, threshold, table_node=tableNode
         )
 
+    @staticmethod
+    def watchEdits(segmentationNode):
+        """Mark the node edited when the user changes it (Segment Editor): see isEdited."""
+        if segmentationNode is None:
+            return
+        from mediastinal_ai.mrml import segmentation
+
+        segmentation.watch_edits(segmentationNode)
+
+    @staticmethod
+    def isEdited(segmentationNode):
+        from mediastinal_ai.mrml import segmentation
+
+        return segmentation.is_edited(segmentationNode)
+
+    @staticmethod
+    def show3D(segmentationNode, show=True):
+        from mediastinal_ai.mrml import segmentation
+
+        segmentation.show_3d(segmentationNode, show)
+
+    def dicomSourceFiles(self, volumeNode):
+        """Source files of a CT loaded through Slicer's DICOM browser (None otherwise)."""
+        from mediastinal_ai.mrml import segmentation
+
+        return segmentation.dicom_files_for_node(volumeNode, getattr(slicer, "dicomDatabase", None))
+
     def exportDicomSeg(self, segmentationNode, segmentId, volumeNode, path):
         from mediastinal_ai.mrml import segmentation
 
-        return segmentation.export_dicom_seg(self.scene, segmentationNode, segmentId, volumeNode, path)
+        return segmentation.export_dicom_seg(
+            self.scene, segmentationNode, segmentId, volumeNode, path, dicom_files=self.dicomSourceFiles(volumeNode)
+        )
 
     def exportMask(self, segmentationNode, segmentId, volumeNode, path):
         from mediastinal_ai.io import write_image
@@ -665,8 +897,37 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
         mask = nodes.segment_to_mask(segmentationNode, segmentId, nodes.node_to_volume(volumeNode))
         return write_image(mask, path)
 
+    # background jobs (CNN, CTC fusion) --------------------------------------------------
+    def prepareJob(self, runDir, task, volumeNode, segmentationNode, segmentId, **params):
+        """Write the CT, the segment as a mask on the CT grid and ``job.json`` into ``runDir``;
+        the arguments of the child process (``mediastinal_ai.mrml.worker``)."""
+        from mediastinal_ai.mrml import nodes, worker
+
+        ct = nodes.node_to_volume(volumeNode, units="HU")
+        mask = nodes.segment_to_mask(segmentationNode, segmentId, ct)
+        params["source"] = f"segment {segmentId!r} of {segmentationNode.GetName()!r}"
+        job = worker.write_job(runDir, task, ct, mask, **params)
+        return process.task_command(job)
+
+    def publishJob(self, runDir, volumeNode, segmentId=None, show=True, segmentationNode=None):
+        """Put a finished job's result into the scene (the adapters' publish functions)."""
+        from mediastinal_ai.mrml import worker
+
+        job = json.loads((Path(runDir) / worker.JOB_FILE).read_text(encoding="utf-8"))
+        result, cam = worker.read_result(runDir)
+        if job["task"] == "risk-cnn":
+            from mediastinal_ai.mrml import cnn
+
+            return cnn.publish_risk_cnn(self.scene, volumeNode, result, cam, show=show)
+        if job["task"] == "fusion":
+            from mediastinal_ai.mrml import fusion
+
+            return fusion.publish_fusion(self.scene, volumeNode, segmentId, result)
+        raise ValueError(f"unknown job {job['task']!r}")
+
     # risk (CNN) --------------------------------------------------------------------
     def predictRiskCnn(self, volumeNode, segmentationNode, segmentId, model=None):
+        """In-process (scripts, self-test); the GUI runs the same in a child process."""
         from mediastinal_ai.mrml import cnn
 
         return cnn.predict_risk_cnn(self.scene, volumeNode, segmentationNode, segmentId, model=model)
@@ -690,20 +951,24 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
 
     # CTC fusion --------------------------------------------------------------------
     @staticmethod
-    def checkCtcInputs(ctc, age=None, sex=None, lesionSite=None):
-        """'' when the inputs are acceptable, else the reason (shown under the CTC fields)."""
+    def checkCtcInputs(ctc, age=None, sex=None, lesionSite=None, refusedOnly=False):
+        """'' when the inputs are acceptable, else the reason (shown under the CTC fields).
+        ``refusedOnly``: only the reason a value is refused, as plain text (no warnings)."""
         from mediastinal_ai.errors import InputError
         from mediastinal_ai.fusion import validate_inputs
 
         try:
             validated = validate_inputs(ctc, age, sex, lesionSite)
         except InputError as e:
-            return f"<span style='color:#c00'>{e}</span>"
+            return str(e) if refusedOnly else f"<span style='color:#c00'>{e}</span>"
+        if refusedOnly:
+            return ""
         return "<br>".join(f"&#9888; {w}" for w in validated.warnings)
 
     def predictWithCtc(
         self, volumeNode, segmentationNode, segmentId, ctc, age=None, sex=None, lesionSite=None, model=None
     ):
+        """In-process (scripts, self-test); the GUI runs the same in a child process."""
         from mediastinal_ai.mrml import fusion
 
         return fusion.predict_with_ctc(
@@ -720,28 +985,55 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
 
     # report --------------------------------------------------------------------------
     def saveReport(self, volumeNode, path, segmentationNode=None, segmentId=None, gradCamNode=None):
+        """Write the report to the file the user chose (``.html``; the PDF beside it with the same
+        name, or the reverse when a ``.pdf`` was chosen). The adapter renders into a folder, so it
+        renders into a temporary folder beside the target and the two files are moved into place;
+        nothing is left behind if rendering fails. Returns the written paths (HTML, PDF)."""
         from mediastinal_ai.mrml import report
 
-        return report.save_case_report(
-            self.scene,
-            volumeNode,
-            path,
-            segmentation_node=segmentationNode,
-            segment_id=segmentId,
-            gradcam_node=gradCamNode,
-        )
+        target = Path(path)
+        if target.suffix.lower() not in (".html", ".htm", ".pdf"):
+            target = target.with_name(target.name + ".html")
+        if target.is_dir():
+            raise ValueError(_("{path} is a folder: choose a file name for the report.").format(path=target))
+        htmlPath = target if target.suffix.lower() in (".html", ".htm") else target.with_suffix(".html")
+        pdfPath = target.with_suffix(".pdf")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".mediastinalai-report-", dir=str(target.parent))
+        try:
+            written = report.save_case_report(
+                self.scene,
+                volumeNode,
+                tmp,
+                segmentation_node=segmentationNode,
+                segment_id=segmentId,
+                gradcam_node=gradCamNode,
+            )
+            out = []
+            for f in written:
+                dest = pdfPath if Path(f).suffix.lower() == ".pdf" else htmlPath
+                os.replace(f, dest)
+                out.append(dest)
+            return out
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- small helpers
 def _segmentationSummary(result):
     lesions = result.get("lesions")
     n = len(lesions) if isinstance(lesions, (list, tuple)) else result.get("n_lesions")
-    return "Done." if n is None else f"Done: {n} lesion(s) found."
+    return _("Done.") if n is None else _("Done: {n} lesion(s) found.").format(n=n)
 
 
 # ----------------------------------------------------------------------------- self-test
 class MediastinalAITest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer (Developer mode → Reload and Test, or --python-code with runTest)."""
+    """Runs inside Slicer (Developer mode → Reload and Test, or --python-code with runTest).
+
+    Uses only what Slicer bundles unless a test first checks ``missingDependencies`` and skips
+    with a message (Testing/test_slicer_imports.py checks this statically): "Reload and Test"
+    passes on a clean Slicer.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -756,27 +1048,32 @@ class MediastinalAITest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_logic_on_synthetic_case()
 
-    def _syntheticCase(self):
-        from mediastinal_ai.mrml import nodes
-        from mediastinal_ai.synthetic import generate_case
-
-        case = generate_case(seed=1)
-        ct = nodes.volume_to_node(slicer.mrmlScene, case.ct, name="Synthetic CT", role="ct")
-        return case, ct
+    def _skipIfMissing(self, *features):
+        """True (and a message saying why) when the test cannot run in this Slicer."""
+        missing = dependencies.missing(features)
+        if missing:
+            self.delayDisplay(f"Skipped: needs {', '.join(missing)} (not bundled with Slicer)")
+        return bool(missing)
 
     def test_progress_protocol(self):
         self.delayDisplay("Progress-line protocol")
         line = process.format_progress_line(0.25, "sliding window 3/12")
         self.assertEqual(process.parse_progress_line(line), (0.25, "sliding window 3/12"))
         self.assertIsNone(process.parse_progress_line("INFO something else"))
+        args = process.segment_command("ct.nrrd", "out", None, "CPU", 0.5, (-10, -20, 5, 10, 20, 45))
+        self.assertIn("--roi=-10,-20,5,10,20,45", args)
 
     def test_synthetic_case_through_adapter(self):
+        if self._skipIfMissing("synthetic"):
+            return
         self.delayDisplay("Synthetic case → scene → segment → mask")
         import numpy as np
 
         from mediastinal_ai.mrml import nodes, terminology
+        from mediastinal_ai.synthetic import generate_case
 
-        case, ct = self._syntheticCase()
+        case = generate_case(seed=1)
+        ct = nodes.volume_to_node(slicer.mrmlScene, case.ct, name="Synthetic CT", role="ct")
         segmentation, segmentId = nodes.mask_to_segment(slicer.mrmlScene, case.mask, ct)
         back = nodes.segment_to_mask(segmentation, segmentId, ct)
         self.assertTrue(np.array_equal(back.array, (np.asarray(case.mask.array) != 0).astype(np.uint8)))
@@ -795,13 +1092,16 @@ class MediastinalAITest(ScriptedLoadableModuleTest):
 
     def test_logic_on_synthetic_case(self):
         """The whole chain in-process where the models and dependencies are installed."""
-        logic = MediastinalAILogic()
-        missing = logic.missingDependencies(["segmentation", "risk-cnn", "fusion"])
-        if missing:
-            self.delayDisplay(f"Skipping model test: missing {missing}")
+        if self._skipIfMissing("synthetic", "segmentation", "risk-cnn", "fusion"):
             return
+        from mediastinal_ai.synthetic import generate_case
+
+        logic = MediastinalAILogic()
         self.delayDisplay("Segment tumor (in-process) on a synthetic case")
-        case, ct = self._syntheticCase()
+        from mediastinal_ai.mrml import nodes
+
+        case = generate_case(seed=1)
+        ct = nodes.volume_to_node(slicer.mrmlScene, case.ct, name="Synthetic CT", role="ct")
         result = logic.segmentInProcess(ct, device="CPU")
         segmentation, segmentId = result["segmentation_node"], result["segment_id"]
         self.assertIsNotNone(segmentation.GetSegmentation().GetSegment(segmentId))

@@ -402,7 +402,7 @@ def test_segment_command_is_a_list_without_shell(tmp_path):
     assert args[args.index("--input") + 1] == str(ct)  # one argument despite the space
     assert args[args.index("--device") + 1] == "cuda"
     assert args[args.index("--threshold") + 1] == "0.35"
-    assert "--progress-lines" in args and args[-2:] == ["--roi", "1,2,3,4,5,6"]
+    assert "--progress-lines" in args and args[-1] == "--roi=1,2,3,4,5,6"
     assert "--model" not in process.segment_command(ct, tmp_path, None)
     with pytest.raises(ValueError):
         process.segment_command(ct, tmp_path, device="TPU")
@@ -424,6 +424,9 @@ def test_segment_cli_accepts_the_gui_arguments_when_it_exists():
     cli_segment.add_arguments(parser)
     args = process.segment_command("ct.nrrd", "out", "m", "CPU", 0.5, (0, 0, 0, 1, 1, 1))
     parser.parse_args(args[3:])
+    # a box crossing the midline starts with a minus sign: it must still be one argument
+    args = process.segment_command("ct.nrrd", "out", "m", "CPU", 0.5, (-40.5, -20, 5, 30, 20, 45))
+    assert parser.parse_args(args[3:]).roi == (-40.5, -20.0, 5.0, 30.0, 20.0, 45.0)
 
 
 def test_child_environment_puts_this_package_first(monkeypatch):

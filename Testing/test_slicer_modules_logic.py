@@ -144,7 +144,7 @@ def test_logic_writes_the_ct_and_builds_the_child_command(scene, tmp_path):
     assert np.array_equal(written.array, nodes.node_to_volume(ct).array)
     assert written.same_geometry(nodes.node_to_volume(ct))
     assert args[args.index("--device") + 1] == "cuda"
-    assert args[args.index("--roi") + 1] == "-10,-20,35,10,20,45"
+    assert "--roi=-10,-20,35,10,20,45" in args
 
 
 def test_logic_exports_the_segment_as_a_mask_file(scene, tmp_path):
@@ -195,6 +195,7 @@ def _runner(mod, chunks):
         onLog=events["log"].append,
     )
     runner.process = _FakeProcess(chunks)
+    runner._done = False  # as after start()
     return runner, events
 
 

@@ -19,6 +19,13 @@ def predict_risk_cnn(scene: Any, volume_node: Any, segmentation_node: Any, segme
     m = model if hasattr(model, "net") else load_model(resolve(model, task="risk-cnn"))
     res = predict_risk(ct, mask, m)
     cam = res.pop("gradcam")
+    return publish_risk_cnn(scene, volume_node, res, cam, show=show)
+
+
+def publish_risk_cnn(scene: Any, volume_node: Any, res: dict[str, Any], cam: Any,
+                     show: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """Put a CNN result (computed here or by the GUI's child process) into the scene: the
+    Grad-CAM volume ``cam`` (a Volume on the CT grid), the result table, the overlay."""
     lps = res["roi"]["center_lps"]
     res["roi"]["center_ras"] = [-lps[0], -lps[1], lps[2]]
     cam_node = nodes.volume_to_node(scene, cam, name=f"{volume_node.GetName()} Grad-CAM", role="gradcam")
@@ -29,7 +36,7 @@ def predict_risk_cnn(scene: Any, volume_node: Any, segmentation_node: Any, segme
         nodes.jump_slices_to(scene, res["roi"]["center_ras"])
     row = {"model": res["model"], "backbone": res["backbone"], "probability_high_risk": res["probability_high_risk"],
            "group": res["group"], "threshold": res["threshold"], "roi_slice": res["roi"]["slice_index"],
-           "model_sha256": res["model_sha256"], "warnings": "; ".join(res["warnings"])}
+           "model_sha256": res["model_sha256"], "warnings": "; ".join(res.get("warnings") or [])}
     table = nodes.records_to_table(scene, [row], name=f"CNN risk - {volume_node.GetName()}", role="risk-cnn",
                                    attributes={"MediastinalAI.result": json.dumps(res, default=str)})
     return table, cam_node, res

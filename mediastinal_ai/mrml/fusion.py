@@ -43,6 +43,12 @@ def predict_with_ctc(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_
     ct = nodes.node_to_volume(volume_node)
     mask = nodes.segment_to_mask(segmentation_node, segment_id, ct)
     result = predict_fusion(ct, mask, ctc, age, sex, lesion_site, model=model, device=device)
+    return publish_fusion(scene, volume_node, segment_id, result, table_node=table_node)
+
+
+def publish_fusion(scene: slicer.vtkMRMLScene, volume_node: Any, segment_id: str, result: dict[str, Any],
+                   table_node: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Put a fusion result (computed here or by the GUI's child process) into a table node."""
     lps = result["roi"]["center_lps"]
     result["roi"]["center_ras"] = [-lps[0], -lps[1], lps[2]]
     result["segment_id"] = segment_id

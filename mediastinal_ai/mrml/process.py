@@ -10,9 +10,14 @@ stdout/stderr is log text.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROGRESS_TAG = "MEDIASTINALAI_PROGRESS"
 
@@ -83,14 +88,75 @@ def segment_command(
         box = [float(v) for v in roi_lps]
         if len(box) != 6:
             raise ValueError(f"ROI box needs 6 numbers (x0,y0,z0,x1,y1,z1), got {len(box)}")
-        args += ["--roi", ",".join(f"{v:g}" for v in box)]
+        if not all(math.isfinite(v) for v in box):
+            raise ValueError(f"ROI box has a non-finite number: {box}")
+        # One argument "--roi=..." (not "--roi", "..."): a box crossing the midline starts with a
+        # minus sign, and argparse would take "-10,..." for an option and stop with "expected
+        # one argument".
+        args.append("--roi=" + ",".join(f"{v:g}" for v in box))
     return args
 
 
 def ras_bounds_to_lps_box(bounds_ras: Sequence[float]) -> tuple[float, ...]:
-    """Slicer bounds ``(xmin, xmax, ymin, ymax, zmin, zmax)`` in RAS → LPS box ``(x0,y0,z0,x1,y1,z1)``."""
+    """Slicer bounds ``(xmin, xmax, ymin, ymax, zmin, zmax)`` in RAS → LPS box ``(x0,y0,z0,x1,y1,z1)``.
+
+    Raises ``ValueError`` for inverted bounds: that is what Slicer returns for an ROI node with
+    no control point yet (one just created in a node combo box), and passing it on would make an
+    inverted (empty) box that fails later with a less clear message.
+    """
     xmin, xmax, ymin, ymax, zmin, zmax = (float(v) for v in bounds_ras)
+    if not all(math.isfinite(v) for v in (xmin, xmax, ymin, ymax, zmin, zmax)) or (
+        xmin > xmax or ymin > ymax or zmin > zmax
+    ):
+        raise ValueError(
+            "the ROI has no position or size yet: place it in a slice view (or pick another ROI, "
+            "or 'None' to segment the whole CT)"
+        )
     return (-xmax, -ymax, zmin, -xmin, -ymin, zmax)
+
+
+def kill_process_tree(pid: int, timeout: float = 5.0) -> list[int]:
+    """Kill process ``pid`` and every process below it; the pids that were killed.
+
+    Why a tree: ``PythonSlicer`` is a launcher that sets up the environment and starts the real
+    Python as its child, so killing the launcher alone (``QProcess.kill``) leaves the computation
+    running after the GUI says "Cancelled" (MONAIAuto3DSeg kills the tree the same way). The
+    children are listed *before* the parent is killed: once the parent is gone they are
+    re-parented and can no longer be found. Without psutil only ``pid`` itself is killed.
+    """
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a dependency; keep Cancel working anyway
+        log.warning("psutil is not installed: only process %s is killed, not its children", pid)
+        try:
+            os.kill(pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+        except OSError:
+            return []
+        return [pid]
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    try:
+        procs = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    procs = [*procs, parent]
+    killed = []
+    for proc in procs:
+        try:
+            proc.kill()
+            killed.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+    return killed
+
+
+def task_command(job_path: str | Path) -> list[str]:
+    """Arguments after the Python executable for a CNN / CTC-fusion / radiomics job run by
+    :mod:`mediastinal_ai.mrml.worker` in a child process (the GUI thread stays free)."""
+    return ["-m", "mediastinal_ai.mrml.worker", "--job", str(job_path)]
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:

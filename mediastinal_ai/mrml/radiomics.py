@@ -21,6 +21,7 @@ ROLE_RISK = "radiomics-risk"
 ROLE_FEATURES = "radiomics-features"
 ATTR_RESULT = "MediastinalAI.radiomicsResult"
 ATTR_SOURCE = "MediastinalAI.sourceVolume"
+ATTR_RADIOMICS_VERSION = "MediastinalAI.radiomicsVersion"
 
 
 def _existing_table(scene: Any, role: str, volume_node: Any, segment_id: str) -> Any:
@@ -46,11 +47,18 @@ def predict_risk(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node
     :class:`~mediastinal_ai.radiomics.RadiomicsModel`, or ``None`` for the default demo model.
     """
     from ..radiomics.predict import predict_risk as core_predict
-    from ..radiomics.predict import result_rows
 
     ct, mask = _inputs(volume_node, segmentation_node, segment_id)
     result = core_predict(ct, mask, model=model or None, progress=progress,
                           source=f"segment {segment_id!r} of {segmentation_node.GetName()!r}")
+    return publish_risk(scene, volume_node, segmentation_node, segment_id, result)
+
+
+def publish_risk(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node: Any, segment_id: str,
+                 result: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Put a radiomics risk result (computed here or by the GUI's child process) into a table."""
+    from ..radiomics.predict import result_rows
+
     result["segment_id"] = segment_id
     table = nodes.records_to_table(
         scene, result_rows(result), name=f"Radiomics risk - {volume_node.GetName()}",
@@ -58,9 +66,22 @@ def predict_risk(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node
         attributes={ATTR_SOURCE: f"{volume_node.GetID()}/{segment_id}",
                     "MediastinalAI.model": result["model"]["name"],
                     "MediastinalAI.modelSha256": result["model"]["sha256"],
+                    ATTR_RADIOMICS_VERSION: _radiomics_version_text(),
                     ATTR_RESULT: json.dumps(result, default=str)})
     result["table_node_id"] = table.GetID()
     return table, result
+
+
+def _radiomics_version_text(packages: dict[str, str] | None = None) -> str:
+    """'pyradiomics-bhklab 3.1.4': the radiomics that computed a table's features."""
+    if packages:
+        for name in ("pyradiomics-bhklab", "pyradiomics"):
+            if packages.get(name):
+                return f"{name} {packages[name]}"
+    from .dependencies import radiomics_version
+
+    found = radiomics_version()
+    return " ".join(found) if found else "unknown"
 
 
 def feature_rows(features: dict[str, float]) -> list[dict[str, Any]]:
@@ -80,21 +101,32 @@ def compute_all_features(scene: slicer.vtkMRMLScene, volume_node: Any, segmentat
     names another YAML / dict) → a table node, one row per feature."""
     from ..progress import report
     from ..radiomics.extract import extract_features
-    from ..radiomics.params import load_params, params_hash
+    from ..radiomics.params import load_params
 
     p = load_params(params)
     ct, mask = _inputs(volume_node, segmentation_node, segment_id)
     report(progress, 0.05, "extracting all radiomics features (can take a minute)")
     feats = extract_features(ct, mask, p, source=f"segment {segment_id!r} of {segmentation_node.GetName()!r}")
-    table = nodes.records_to_table(
+    table = publish_features(scene, volume_node, segmentation_node, segment_id, feats, p)
+    report(progress, 1.0, f"{len(feats)} features")
+    return table
+
+
+def publish_features(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node: Any, segment_id: str,
+                     feats: dict[str, float], params: dict[str, Any],
+                     packages: dict[str, str] | None = None) -> Any:
+    """Put a full feature table (computed here or by the GUI's child process) into the scene;
+    the radiomics version that computed it is kept with it (``MediastinalAI.radiomicsVersion``)."""
+    from ..radiomics.params import params_hash
+
+    return nodes.records_to_table(
         scene, feature_rows(feats), name=f"Radiomics features - {volume_node.GetName()}",
         node=_existing_table(scene, ROLE_FEATURES, volume_node, segment_id), role=ROLE_FEATURES,
         columns=["image_type", "feature_class", "feature", "value", "name"],
         attributes={ATTR_SOURCE: f"{volume_node.GetID()}/{segment_id}",
-                    "MediastinalAI.radiomicsParamsHash": params_hash(p),
-                    "MediastinalAI.radiomicsParams": json.dumps(p, default=str)})
-    report(progress, 1.0, f"{len(feats)} features")
-    return table
+                    "MediastinalAI.radiomicsParamsHash": params_hash(params),
+                    ATTR_RADIOMICS_VERSION: _radiomics_version_text(packages),
+                    "MediastinalAI.radiomicsParams": json.dumps(params, default=str)})
 
 
 def stored_result(table_node: Any) -> dict[str, Any] | None:

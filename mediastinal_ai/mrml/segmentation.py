@@ -3,7 +3,9 @@ lesion table; re-thresholding from the stored probability without re-running the
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,110 @@ from ..errors import InputError
 from . import nodes
 
 ATTR_THRESHOLD = "MediastinalAI.threshold"
+#: "1" once the user changed the segment (Segment Editor, ...); "0" after an automatic write.
+#: DICOM SEG export reads it, so an edited mask is not exported as AUTOMATIC.
+ATTR_EDITED = "MediastinalAI.edited"
+ATTR_INSTANCE_UIDS = "DICOM.instanceUIDs"  # set by Slicer's DICOM scalar-volume plugin
+
+_own_writes: set[str] = set()  # segmentation nodes being written by this module (not user edits)
+_watched: dict[str, tuple[Any, int]] = {}  # segmentation node ID → (vtkSegmentation, observer tag)
+
+
+@contextlib.contextmanager
+def _automatic_write(segmentation_node: Any) -> Iterator[None]:
+    """Mark writes by this code so the edit watcher does not take them for user edits."""
+    key = segmentation_node.GetID() if segmentation_node is not None else None
+    if key:
+        _own_writes.add(key)
+    try:
+        yield
+    finally:
+        if key:
+            _own_writes.discard(key)
+
+
+def watch_edits(segmentation_node: Any) -> None:
+    """Set :data:`ATTR_EDITED` to "1" whenever the segments' voxels change outside this module.
+
+    Segment Editor effects end in ``vtkSegmentation::SourceRepresentationModified``; this
+    module's own writes (import, re-threshold) are excluded. An observer does not survive a
+    scene save/load, so the Slicer module calls this again for the node it shows (idempotent);
+    the attribute itself is saved with the scene.
+    """
+    if segmentation_node is None:
+        return
+    key = segmentation_node.GetID()
+    segmentation = segmentation_node.GetSegmentation()
+    known = _watched.get(key)
+    if known is not None and known[0] is segmentation:
+        return
+    import slicer
+
+    def on_modified(caller: Any, event: Any, node: Any = segmentation_node) -> None:
+        if node.GetID() not in _own_writes:
+            node.SetAttribute(ATTR_EDITED, "1")
+
+    tag = segmentation.AddObserver(slicer.vtkSegmentation.SourceRepresentationModified, on_modified)
+    _watched[key] = (segmentation, tag)
+
+
+def is_edited(segmentation_node: Any) -> bool:
+    return segmentation_node is not None and segmentation_node.GetAttribute(ATTR_EDITED) == "1"
+
+
+def place_in_study(scene: Any, node: Any, volume_node: Any) -> None:
+    """Put ``node`` under the CT's study in the subject hierarchy (as DICOM-loaded data is), so
+    Slicer's DICOM export and the Data module show the result with its CT. No-op when the CT is
+    not under a study (a file loaded directly) or the scene has no subject hierarchy."""
+    sh = scene.GetSubjectHierarchyNode() if hasattr(scene, "GetSubjectHierarchyNode") else None
+    if sh is None or node is None or volume_node is None:
+        return
+    ct_item = sh.GetItemByDataNode(volume_node)
+    parent = sh.GetItemParent(ct_item) if ct_item else 0
+    item = sh.GetItemByDataNode(node)
+    if parent and item and parent != sh.GetSceneItemID() and sh.GetItemParent(item) != parent:
+        sh.SetItemParent(item, parent)
+
+
+def dicom_files_for_node(volume_node: Any, database: Any) -> list[str] | None:
+    """The source DICOM files of a CT loaded through Slicer's DICOM browser, in slice order.
+
+    Slicer's DICOM plugin stores ``DICOM.instanceUIDs`` (the i-th UID is the i-th slice, after
+    its right-handed reordering); the files come from Slicer's DICOM database
+    (``slicer.dicomDatabase.fileForInstance``). None when the node has no UIDs (not loaded from
+    DICOM); :class:`InputError` when the database has lost files or the counts do not match.
+    """
+    uids = (volume_node.GetAttribute(ATTR_INSTANCE_UIDS) or "").split()
+    if not uids:
+        return None
+    if database is None:
+        raise InputError("this CT was loaded from DICOM but Slicer's DICOM database is not open: open the "
+                         "DICOM module (or export NRRD/NIfTI instead)")
+    files = [database.fileForInstance(uid) if uid != "Unknown" else "" for uid in uids]
+    lost = [u for u, f in zip(uids, files) if not f or not Path(f).is_file()]
+    if lost:
+        raise InputError(f"{len(lost)} of the CT's {len(uids)} DICOM files are not in Slicer's DICOM database "
+                         f"(e.g. instance {lost[0]}): re-import the series, or export NRRD/NIfTI instead")
+    image = volume_node.GetImageData()
+    n_slices = image.GetDimensions()[2] if image is not None else len(files)
+    if len(files) != n_slices:
+        raise InputError(f"the CT has {n_slices} slices but {len(files)} DICOM instances (multi-frame or "
+                         "resampled volume): DICOM SEG export needs one file per slice")
+    return [str(f) for f in files]
+
+
+def show_3d(segmentation_node: Any, show: bool = True) -> None:
+    """Show (or hide) the segments as a surface in the 3D view, as the peer extensions' button does."""
+    if segmentation_node is None:
+        return
+    if show:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    display = segmentation_node.GetDisplayNode()
+    if display is None and show:
+        segmentation_node.CreateDefaultDisplayNodes()
+        display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility3D(bool(show))
 
 
 def _lesion_records(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,8 +135,11 @@ def _lesion_records(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _publish(scene: Any, volume_node: Any, probability, mask, lesions, threshold: float, model_label: str,
              segmentation_node: Any = None, probability_node: Any = None, table_node: Any = None) -> dict[str, Any]:
-    seg_node, segment_id = nodes.mask_to_segment(scene, mask, volume_node, segmentation_node=segmentation_node)
+    with _automatic_write(segmentation_node):
+        seg_node, segment_id = nodes.mask_to_segment(scene, mask, volume_node, segmentation_node=segmentation_node)
     seg_node.SetAttribute("MediastinalAI.model", model_label)
+    seg_node.SetAttribute(ATTR_EDITED, "0")
+    place_in_study(scene, seg_node, volume_node)
     prob_node = nodes.probability_to_node(scene, probability, reference=volume_node, node=probability_node,
                                           name=f"{volume_node.GetName()} tumor probability")
     prob_node.SetAttribute(ATTR_THRESHOLD, f"{threshold:g}")
@@ -88,8 +197,10 @@ def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segme
     if ref is not None:
         ct_like = nodes.node_to_volume(ref, units="HU")
     mask, _, lesions = postprocess(ct_like, prob, float(threshold))
-    nodes.mask_to_segment(scene, mask, ref if ref is not None else probability_node,
-                          segmentation_node=segmentation_node, segment_id=segment_id)
+    with _automatic_write(segmentation_node):
+        nodes.mask_to_segment(scene, mask, ref if ref is not None else probability_node,
+                              segmentation_node=segmentation_node, segment_id=segment_id)
+    segmentation_node.SetAttribute(ATTR_EDITED, "0")
     probability_node.SetAttribute(ATTR_THRESHOLD, f"{float(threshold):g}")
     cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_L_mm", "centroid_P_mm", "centroid_S_mm", "mean_hu",
             "max_probability"]
@@ -99,15 +210,22 @@ def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segme
             "table_node": table_node, "threshold": float(threshold)}
 
 
-def export_dicom_seg(scene: Any, segmentation_node: Any, segment_id: str, volume_node: Any, path: str | Path) -> Path:
-    """The (possibly edited) segment as DICOM SEG referencing the CT's source series."""
+def export_dicom_seg(scene: Any, segmentation_node: Any, segment_id: str, volume_node: Any, path: str | Path,
+                     dicom_files: list[str] | None = None) -> Path:
+    """The (possibly edited) segment as DICOM SEG referencing the CT's source series.
+
+    ``dicom_files``: the CT's source files in slice order when the node does not carry them
+    (a CT loaded through Slicer's DICOM browser: see :func:`dicom_files_for_node`).
+    """
     from ..segmentation.dicom_seg import write_dicom_seg
 
     ct = nodes.node_to_volume(volume_node, units="HU")
+    if dicom_files:
+        ct = ct.with_array(ct.array, dicom_files=list(dicom_files))
     mask = nodes.segment_to_mask(segmentation_node, segment_id, volume_node)
     if not np.asarray(mask.array).any():
         raise InputError("the segment is empty: nothing to export")
-    return write_dicom_seg(mask, ct, path, manual=segmentation_node.GetAttribute("MediastinalAI.edited") == "1")
+    return write_dicom_seg(mask, ct, path, manual=is_edited(segmentation_node))
 
 
 def export_mask(scene: Any, segmentation_node: Any, segment_id: str, volume_node: Any, path: str | Path) -> Path:
