@@ -19,6 +19,7 @@ import qt
 import slicer
 import vtk
 from MediastinalAILib.dependencies import ensureDependencies
+from MediastinalAILib.processRunner import CANCELLED, PythonProcessRunner
 from MediastinalAILib.segmentSelector import SegmentSelectorBinding
 from slicer import (
     vtkMRMLMarkupsROINode,
@@ -53,7 +54,6 @@ except ImportError:  # an older Slicer, or slicer-core without the application
 
 NOT_GIVEN = "not given"
 DEVICE_CHOICES = list(process.DEVICES)  # auto / CPU / GPU
-CANCELLED = "cancelled"
 
 
 def _slicerVersionProblem():
@@ -151,116 +151,6 @@ class MediastinalAIParameterNode:
     fusionModel: str = ""
     fusionTable: vtkMRMLTableNode
     fusionResult: str = ""  # JSON of the last result
-
-
-# ----------------------------------------------------------------------------- process runner
-class PythonProcessRunner:
-    """Runs ``PythonSlicer <args>`` in a ``qt.QProcess`` (list arguments, no shell).
-
-    Lines ``MEDIASTINALAI_PROGRESS <fraction> <message>`` on stdout go to ``onProgress(fraction,
-    message)``; other lines to ``onLog(line)``. ``onFinished(ok, message)`` is called once: ok is
-    True for exit code 0; a cancelled run reports ``(False, "cancelled")``. Reusable for any
-    MediastinalAI child command that prints progress lines (segment CLI, mediastinal_ai.mrml.worker).
-    """
-
-    def __init__(self, onProgress=None, onFinished=None, onLog=None):
-        self.onProgress = onProgress
-        self.onFinished = onFinished
-        self.onLog = onLog
-        self.process = None
-        self._buffer = process.LineBuffer()
-        self._cancelled = False
-        self._lastLines = []
-        self._done = True
-
-    @staticmethod
-    def pythonExecutable():
-        """PythonSlicer (Slicer's Python with its environment), else this interpreter."""
-        import sys
-
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-        candidate = os.path.join(
-            slicer.app.applicationDirPath(), "PythonSlicer" + (".exe" if os.name == "nt" else "")
-        )
-        return candidate if os.path.exists(candidate) else sys.executable
-
-    def isRunning(self):
-        """True from start() until onFinished has been called."""
-        return not self._done
-
-    def start(self, args, program=None):
-        if self.isRunning():
-            raise RuntimeError(_("a background job is already running"))
-        self._buffer = process.LineBuffer()
-        self._cancelled = False
-        self._done = False
-        self._lastLines = []
-        self.process = qt.QProcess()
-        self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        environment = qt.QProcessEnvironment()
-        for key, value in process.child_environment().items():
-            environment.insert(key, value)
-        self.process.setProcessEnvironment(environment)
-        self.process.connect("readyReadStandardOutput()", self._onReadyRead)
-        self.process.connect("finished(int,QProcess::ExitStatus)", self._onFinished)
-        self.process.connect("errorOccurred(QProcess::ProcessError)", self._onError)
-        program = program or self.pythonExecutable()
-        logging.info("MediastinalAI: starting %s %s", program, " ".join(args))
-        self.process.start(program, list(args))
-
-    def cancel(self):
-        """Kill the child and everything it started. ``PythonSlicer`` is a launcher whose child is
-        the real Python: ``QProcess.kill`` alone would stop only the launcher."""
-        if self.process is None or self._done:
-            return
-        self._cancelled = True
-        pid = self.process.processId() if hasattr(self.process, "processId") else 0
-        if pid:
-            process.kill_process_tree(int(pid))
-        if self.process.state() != qt.QProcess.NotRunning:
-            self.process.kill()
-
-    def _onReadyRead(self):
-        raw = self.process.readAllStandardOutput()
-        data = raw.data() if hasattr(raw, "data") else bytes(raw)
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-        for line in self._buffer.feed(text):
-            self._handleLine(line)
-
-    def _handleLine(self, line):
-        parsed = process.parse_progress_line(line)
-        if parsed is not None:
-            if self.onProgress:
-                self.onProgress(*parsed)
-            return
-        if line.strip():
-            self._lastLines = (self._lastLines + [line])[-20:]
-            if self.onLog:
-                self.onLog(line)
-
-    def _finish(self, ok, message):
-        if self._done:
-            return
-        self._done = True
-        if self.onFinished:
-            self.onFinished(ok, message)
-
-    def _onFinished(self, exitCode, exitStatus):
-        for line in self._buffer.flush():
-            self._handleLine(line)
-        if self._cancelled:
-            self._finish(False, CANCELLED)
-        elif exitStatus == qt.QProcess.NormalExit and exitCode == 0:
-            self._finish(True, "")
-        else:
-            detail = "\n".join(self._lastLines[-5:]) or f"exit code {exitCode}"
-            self._finish(False, detail)
-
-    def _onError(self, error):
-        if error == qt.QProcess.FailedToStart:
-            self._finish(False, _("could not start {program}").format(program=self.process.program()))
 
 
 # ----------------------------------------------------------------------------- widget
@@ -985,38 +875,17 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
 
     # report --------------------------------------------------------------------------
     def saveReport(self, volumeNode, path, segmentationNode=None, segmentId=None, gradCamNode=None):
-        """Write the report to the file the user chose (``.html``; the PDF beside it with the same
-        name, or the reverse when a ``.pdf`` was chosen). The adapter renders into a folder, so it
-        renders into a temporary folder beside the target and the two files are moved into place;
-        nothing is left behind if rendering fails. Returns the written paths (HTML, PDF)."""
+        """Write the report to the file the user chose (and the PDF beside it); the paths."""
         from mediastinal_ai.mrml import report
 
-        target = Path(path)
-        if target.suffix.lower() not in (".html", ".htm", ".pdf"):
-            target = target.with_name(target.name + ".html")
-        if target.is_dir():
-            raise ValueError(_("{path} is a folder: choose a file name for the report.").format(path=target))
-        htmlPath = target if target.suffix.lower() in (".html", ".htm") else target.with_suffix(".html")
-        pdfPath = target.with_suffix(".pdf")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".mediastinalai-report-", dir=str(target.parent))
-        try:
-            written = report.save_case_report(
-                self.scene,
-                volumeNode,
-                tmp,
-                segmentation_node=segmentationNode,
-                segment_id=segmentId,
-                gradcam_node=gradCamNode,
-            )
-            out = []
-            for f in written:
-                dest = pdfPath if Path(f).suffix.lower() == ".pdf" else htmlPath
-                os.replace(f, dest)
-                out.append(dest)
-            return out
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        return report.save_report_file(
+            self.scene,
+            volumeNode,
+            path,
+            segmentation_node=segmentationNode,
+            segment_id=segmentId,
+            gradcam_node=gradCamNode,
+        )
 
 
 # ----------------------------------------------------------------------------- small helpers

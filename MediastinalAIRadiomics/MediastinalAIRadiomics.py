@@ -2,15 +2,22 @@
 features → selected features → SVM), and the full feature table, inside 3D Slicer.
 
 Thin Slicer module (scripted-module template); the logic calls only the MRML adapter
-(``mediastinal_ai.mrml``) and the core library.
+(``mediastinal_ai.mrml``) and the core library. Extraction and prediction run in a separate
+``PythonSlicer`` process (``mediastinal_ai.mrml.worker``): the full LoG + wavelet extraction takes
+minutes and would freeze Slicer on the main thread.
 """
 
 import json
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
 
 import qt
 import slicer
 import vtk
 from MediastinalAILib.dependencies import ensureDependencies
+from MediastinalAILib.processRunner import CANCELLED, PythonProcessRunner
 from MediastinalAILib.segmentSelector import SegmentSelectorBinding
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -23,24 +30,37 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from mediastinal_ai import DEMO_DISCLAIMER
-from mediastinal_ai.mrml import dependencies, display
+from mediastinal_ai.mrml import dependencies, display, process
+
+try:  # Slicer's translation functions (as the peer extensions use them)
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # an older Slicer, or slicer-core without the application
+
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
 
 
 # ----------------------------------------------------------------------------- module
 class MediastinalAIRadiomics(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "MediastinalAI Radiomics"
-        self.parent.categories = ["Quantification"]
+        self.parent.title = _("MediastinalAI Radiomics")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = ["MediastinalAI"]  # loads first: puts MediastinalAILib on sys.path
         self.parent.contributors = ["MediastinalAI developers"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Predict the WHO risk group (low: A/AB/B1, high: B2/B3/thymic carcinoma) of a thymic "
             "epithelial tumor from radiomics features of its segment, and compute the full pyradiomics "
             "feature table (original, LoG, wavelet). The tumor segment defaults to the one the "
-            f"MediastinalAI module made. Demo models: {DEMO_DISCLAIMER}."
+            "MediastinalAI module made. Needs 3D Slicer 5.10 or later. Demo models: {disclaimer}."
+        ).format(disclaimer=DEMO_DISCLAIMER)
+        self.parent.acknowledgementText = _(
+            "Uses pyradiomics. Implements the published radiomics + SVM method; it does not claim its results."
         )
-        self.parent.acknowledgementText = "Uses pyradiomics. Implements the published radiomics + SVM method; it does not claim its results."
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -63,11 +83,20 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._busy = False
+        self._runner = None
+        self._job = None
         self._segmentBinding = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        app = getattr(slicer, "app", None)
+        problem = dependencies.slicer_version_problem(app.majorVersion, app.minorVersion) if app else ""
+        if problem:  # refuse clearly instead of failing on the first click
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MediastinalAIRadiomics.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -76,6 +105,7 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
         for name in display.model_names("risk-radiomics"):
             self.ui.radiomicsModelComboBox.addItem(name)
+        self._runner = PythonProcessRunner(self.onJobProgress, self.onJobFinished, self.onJobLog)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -84,6 +114,7 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.radiomicsModelComboBox.connect("currentTextChanged(QString)", self.onModelChanged)
         self.ui.predictRiskButton.connect("clicked(bool)", self.onPredictRisk)
         self.ui.computeAllFeaturesButton.connect("clicked(bool)", self.onComputeAllFeatures)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.resultsTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onResultsTableChanged)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
 
@@ -91,10 +122,14 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     # ------------------------------------------------------------------ lifecycle
     def cleanup(self):
+        if self._runner is not None:
+            self._runner.cancel()
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
+            self.ui.radiomicsVersionLabel.text = dependencies.radiomics_note()
 
     def exit(self):
         if self._parameterNode:
@@ -103,6 +138,9 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
     def onSceneStartClose(self, caller, event):
+        if self._job is not None and self._runner.isRunning():
+            self._job["sceneClosed"] = True  # its nodes are going away: import nothing
+            self._runner.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -140,12 +178,12 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         p = self._parameterNode
         if p is None:
             return
-        ready = (
-            p.inputVolume is not None and p.segmentation is not None and bool(p.segmentId) and not self._busy
-        )
+        busy = self._runner is not None and self._runner.isRunning()
+        ready = p.inputVolume is not None and p.segmentation is not None and bool(p.segmentId) and not busy
         self.ui.predictRiskButton.enabled = ready
         self.ui.computeAllFeaturesButton.enabled = ready
-        self.ui.saveReportButton.enabled = p.inputVolume is not None and not self._busy
+        self.ui.cancelButton.enabled = busy
+        self.ui.saveReportButton.enabled = p.inputVolume is not None and not busy
         self._segmentBinding.updateSelector()
         summary = display.risk_summary(display.load_json(p.riskResult))
         self.ui.riskProbabilityLabel.text = summary["probability"]
@@ -160,69 +198,118 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
     def onResultsTableChanged(self, node):
         self.ui.resultsTableView.setMRMLTableNode(node)
 
-    def _progress(self, fraction, message=""):
-        self.ui.progressBar.value = int(round(100 * float(fraction)))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()
-
     def _ensureDependencies(self, *features):
         return ensureDependencies(features, "MediastinalAI Radiomics", self._setStatus)
 
     def _setStatus(self, text):
         self.ui.statusLabel.text = text
 
-    def _run(self, what, function):
-        self._busy = True
-        self._updateGui()
+    def _error(self, message, exception):
+        slicer.util.errorDisplay(f"{message}\n\n{exception}", detailedText=traceback.format_exc())
+        self._setStatus(f"{message} {exception}")
+
+    # ------------------------------------------------------------------ background jobs
+    def _startJob(self, task, what):
+        p = self._parameterNode
+        if self._runner.isRunning():
+            return
+        volume, segmentation, segmentId = p.inputVolume, p.segmentation, p.segmentId
+        runDir = tempfile.mkdtemp(prefix="MediastinalAIRadiomics-")
+        started = False
         try:
-            with slicer.util.tryWithErrorDisplay(f"{what} failed.", waitCursor=True):
-                function()
-                self._progress(1.0, f"{what}: done.")
+            with slicer.util.WaitCursor():
+                args = self.logic.prepareJob(runDir, task, volume, segmentation, segmentId, model=p.radiomicsModel or None)
+            self._job = {"task": task, "what": what, "runDir": runDir, "volume": volume,
+                         "segmentation": segmentation, "segmentId": segmentId}
+            self.ui.progressBar.value = 0
+            self._setStatus(_("{what}: starting...").format(what=what))
+            self.ui.logTextEdit.appendPlainText(f"--- {what} ---")
+            self._runner.start(args)
+            started = True
+        except Exception as e:
+            self._error(_("{what} failed.").format(what=what), e)
         finally:
-            self._busy = False
+            if not started:
+                self._job = None
+                shutil.rmtree(runDir, ignore_errors=True)
+            self._updateGui()
+
+    def onCancel(self):
+        self._runner.cancel()
+
+    def onJobProgress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * float(fraction)))
+        self.ui.statusLabel.text = message
+
+    def onJobLog(self, line):
+        self.ui.logTextEdit.appendPlainText(line)
+
+    def onJobFinished(self, ok, message):
+        job, self._job = self._job, None
+        if job is None:
+            return
+        what = job["what"]
+        try:
+            if job.get("sceneClosed"):
+                self._setStatus(_("{what}: cancelled, the scene was closed.").format(what=what))
+                return
+            if not ok:
+                if message == CANCELLED:
+                    self._setStatus(_("{what}: cancelled.").format(what=what))
+                else:
+                    self._setStatus(_("{what} failed.").format(what=what))
+                    slicer.util.errorDisplay(_("{what} failed:").format(what=what) + "\n\n" + message)
+                return
+            p = self._parameterNode
+            try:
+                if p is None or not slicer.mrmlScene.IsNodePresent(job["volume"]):
+                    raise ValueError(_("The CT is no longer in the scene."))
+                with slicer.util.WaitCursor():
+                    table, result = self.logic.publishJob(
+                        job["runDir"], job["volume"], job["segmentation"], job["segmentId"]
+                    )
+            except Exception as e:
+                self._error(_("{what}: could not import the result.").format(what=what), e)
+                return
+            if job["task"] == "radiomics-risk":
+                p.riskTable = table
+                p.riskResult = json.dumps(result, default=str)
+            else:
+                p.featuresTable = table
+            self.ui.resultsTableSelector.setCurrentNode(table)
+            self.ui.progressBar.value = 100
+            warnings = (result or {}).get("warnings") or []
+            self._setStatus(_("{what}: done.").format(what=what) + "".join(f"\n\u26a0 {w}" for w in warnings))
+        finally:
+            shutil.rmtree(job["runDir"], ignore_errors=True)
             self._updateGui()
 
     def onPredictRisk(self):
-        p = self._parameterNode
         if not self._ensureDependencies("radiomics"):
             return
-
-        def run():
-            table, result = self.logic.predictRisk(
-                p.inputVolume, p.segmentation, p.segmentId, p.radiomicsModel or None, progress=self._progress
-            )
-            p.riskTable = table
-            p.riskResult = json.dumps(result, default=str)
-            self.ui.resultsTableSelector.setCurrentNode(table)
-
-        self._run("Predict risk", run)
+        self._startJob("radiomics-risk", _("Predict risk"))
 
     def onComputeAllFeatures(self):
-        p = self._parameterNode
         if not self._ensureDependencies("radiomics"):
             return
-
-        def run():
-            table = self.logic.computeAllFeatures(
-                p.inputVolume, p.segmentation, p.segmentId, progress=self._progress
-            )
-            p.featuresTable = table
-            self.ui.resultsTableSelector.setCurrentNode(table)
-
-        self._run("Compute all features", run)
+        self._startJob("radiomics-features", _("Compute all features"))
 
     def onSaveReport(self):
         p = self._parameterNode
         if not self._ensureDependencies("report"):
             return
         path = qt.QFileDialog.getSaveFileName(
-            slicer.util.mainWindow(), "Save report", "report.html", "HTML (*.html);;PDF (*.pdf)"
+            slicer.util.mainWindow(), _("Save report"), "report.html", "HTML (*.html);;PDF (*.pdf)"
         )
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("Saving the report failed.", waitCursor=True):
-            out = self.logic.saveReport(p.inputVolume, path, p.segmentation, p.segmentId or None)
-            self.ui.statusLabel.text = f"Report saved: {out}"
+        try:
+            with slicer.util.WaitCursor():
+                out = self.logic.saveReport(p.inputVolume, path, p.segmentation, p.segmentId or None)
+        except Exception as e:
+            self._error(_("Saving the report failed."), e)
+            return
+        self._setStatus(_("Report saved: {files}").format(files=", ".join(str(f) for f in out)))
 
 
 # ----------------------------------------------------------------------------- logic
@@ -270,10 +357,34 @@ class MediastinalAIRadiomicsLogic(ScriptedLoadableModuleLogic):
             self.scene, volumeNode, segmentationNode, segmentId, params=params, progress=progress
         )
 
+    def prepareJob(self, runDir, task, volumeNode, segmentationNode, segmentId, **params):
+        """Inputs + job.json for the child process; its arguments (``mediastinal_ai.mrml.worker``)."""
+        from mediastinal_ai.mrml import nodes, worker
+
+        ct = nodes.node_to_volume(volumeNode, units="HU")
+        mask = nodes.segment_to_mask(segmentationNode, segmentId, ct)
+        params["source"] = f"segment {segmentId!r} of {segmentationNode.GetName()!r}"
+        return process.task_command(worker.write_job(runDir, task, ct, mask, **params))
+
+    def publishJob(self, runDir, volumeNode, segmentationNode, segmentId):
+        """``(table, result)`` of a finished job, put into the scene by the radiomics adapter."""
+        from mediastinal_ai.mrml import radiomics, worker
+
+        job = json.loads((Path(runDir) / worker.JOB_FILE).read_text(encoding="utf-8"))
+        result, _cam = worker.read_result(runDir)
+        if job["task"] == "radiomics-risk":
+            return radiomics.publish_risk(self.scene, volumeNode, segmentationNode, segmentId, result)
+        table = radiomics.publish_features(
+            self.scene, volumeNode, segmentationNode, segmentId, result["features"], result["params"],
+            packages=result.get("packages"),
+        )
+        return table, result
+
     def saveReport(self, volumeNode, path, segmentationNode=None, segmentId=None):
+        """The report file the user chose (and the PDF beside it); the paths."""
         from mediastinal_ai.mrml import report
 
-        return report.save_case_report(
+        return report.save_report_file(
             self.scene, volumeNode, path, segmentation_node=segmentationNode, segment_id=segmentId
         )
 

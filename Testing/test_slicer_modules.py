@@ -319,8 +319,15 @@ def test_the_gui_uses_the_agreed_adapter_functions():
         ("fusion", "predict_with_ctc"),
         ("radiomics", "predict_risk"),
         ("radiomics", "compute_all_features"),
-        ("report", "save_case_report"),
+        ("report", "save_report_file"),
         ("nodes", "volume_to_node"),
+        # the GUI's child-process jobs put their results into the scene through these
+        ("worker", "write_job"),
+        ("worker", "read_result"),
+        ("cnn", "publish_risk_cnn"),
+        ("fusion", "publish_fusion"),
+        ("radiomics", "publish_risk"),
+        ("radiomics", "publish_features"),
     ]:
         assert expected in used, expected
 

@@ -94,3 +94,37 @@ def save_case_report(scene: Any, volume_node: Any, out_path: str | Path, segment
                         case_id=case_id or volume_node.GetName(), synthetic=synthetic,
                         folder=f"Slicer scene, volume {volume_node.GetName()!r}")
     return render_case_report(c, Path(out_path))
+
+
+def save_report_file(scene: Any, volume_node: Any, path: str | Path, **kwargs: Any) -> list[Path]:
+    """The report at the file the user chose in a *Save* dialog (``report.html``), with the PDF
+    beside it under the same name (or the reverse when a ``.pdf`` was chosen): the paths, HTML
+    first. :func:`save_case_report` writes into a folder; it renders into a temporary folder
+    beside the target and the two files are moved into place, so a failure leaves nothing behind
+    and no folder named ``report.html`` is ever made. ``kwargs`` go to :func:`save_case_report`.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from ..errors import InputError
+
+    target = Path(path)
+    if target.suffix.lower() not in (".html", ".htm", ".pdf"):
+        target = target.with_name(target.name + ".html")
+    if target.is_dir():
+        raise InputError("this is a folder: choose a file name for the report", target)
+    html_path = target if target.suffix.lower() in (".html", ".htm") else target.with_suffix(".html")
+    pdf_path = target.with_suffix(".pdf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".mediastinalai-report-", dir=str(target.parent))
+    try:
+        written = save_case_report(scene, volume_node, tmp, **kwargs)
+        out = {}
+        for f in written:
+            dest = pdf_path if Path(f).suffix.lower() == ".pdf" else html_path
+            os.replace(f, dest)
+            out[dest.suffix.lower() == ".pdf"] = dest
+        return [out[k] for k in sorted(out)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
