@@ -98,24 +98,57 @@ def discover(inputs: str | Path | list[str | Path]) -> list[CaseSpec]:
         p = Path(item)
         if not p.exists():
             raise InputError("input not found", p)
+        if not _utf8(p):
+            raise InputError("input path is not valid UTF-8; rename it", ascii(str(p)))
+        if not p.is_file() and not p.is_dir():
+            raise InputError("not a file or folder (a FIFO, socket or device?)", p)
         if p.is_file() and p.suffix.lower() == ".csv":
             cases += _from_manifest(p)
         elif p.is_file():
-            cases.append(CaseSpec(case_id=safe_case_id(_image_stem(p)), ct=str(p)))
+            cases.append(_image_case(p))
         else:
             images = sorted(f for f in p.iterdir() if is_image_file(f))
             cts = [f for f in images if not any(h in _image_stem(f).lower() for h in MASK_HINTS)]
             if cts:
-                cases += [CaseSpec(case_id=safe_case_id(_image_stem(f)), ct=str(f)) for f in cts]
+                cases += [_image_case(f) for f in cts]
             else:
                 cases += _from_dicom_folder(p)
     if not cases:
         raise InputError("no cases found (no manifest rows, image files or DICOM series)", items[0])
-    # make ids unique and stable
-    seen: dict[str, int] = {}
+    return unique_ids(cases)
+
+
+def unique_ids(cases: list[CaseSpec]) -> list[CaseSpec]:
+    """Make case ids unique, stably, and also case-insensitively (macOS/Windows folders).
+
+    Why: ``a/b`` and ``a_b`` both sanitise to ``a_b``; numbering the second ``a_b_2`` collided
+    with a real ``a_b_2`` and two cases shared one output folder. A suffix is only taken when
+    no earlier case holds it.
+    """
+    used: set[str] = set()
     for c in cases:
-        n = seen.get(c.case_id, 0)
-        seen[c.case_id] = n + 1
-        if n:
-            c.case_id = f"{c.case_id}_{n + 1}"
+        base, cand, k = c.case_id, c.case_id, 2
+        while cand.casefold() in used:
+            cand = f"{base}_{k}"
+            k += 1
+        used.add(cand.casefold())
+        c.case_id = cand
     return cases
+
+
+def _utf8(p: Path) -> bool:
+    try:
+        str(p).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _image_case(f: Path) -> CaseSpec:
+    """A case for one image file; a non-UTF-8 name fails here, before it reaches SimpleITK
+    (which aborts the whole process on it)."""
+    if not _utf8(f):
+        shown = ascii(str(f))
+        return CaseSpec(case_id=safe_case_id(ascii(_image_stem(f)).strip("'")), ct=shown,
+                        error="file name is not valid UTF-8; rename the file")
+    return CaseSpec(case_id=safe_case_id(_image_stem(f)), ct=str(f))

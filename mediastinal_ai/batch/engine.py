@@ -104,7 +104,8 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
         fp = fingerprint(spec, cfg, shas)
         row["fingerprint"] = fp
         old = read_case_record(out, spec.case_id)
-        if not force and old and old.get("fingerprint") == fp and old.get("status") == "ok":
+        if not force and old and old.get("fingerprint") == fp and old.get("status") == "ok" \
+                and outputs_intact(out / "cases" / spec.case_id, old):
             row.update(old.get("results", {}))
             row.update(status="skipped", seconds=0.0)
             return row
@@ -116,6 +117,7 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
                 STEPS[name].run(ctx)
             record = {"case_id": spec.case_id, "status": "ok", "fingerprint": fp, "steps": steps,
                       "results": ctx.results, "outputs": sorted(ctx.outputs), "labels": spec.labels,
+                      "output_files": _output_hashes(work),
                       "synthetic": spec.synthetic, "provenance": provenance(params=params, models=shas)}
             atomic_write_json(work / CASE_RECORD, record)
             _publish(work, out / "cases" / spec.case_id)
@@ -130,6 +132,40 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
         log.debug("case %s failed:\n%s", spec.case_id, traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - t0, 3)
     return row
+
+
+def _output_hashes(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file of a finished case (``case.json`` excluded: it holds them)."""
+    from ..fileio import sha256_file
+
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != CASE_RECORD}
+
+
+def outputs_intact(case_dir: Path, record: dict[str, Any]) -> bool:
+    """True when every output the record lists exists with its recorded size and sha256.
+
+    Why: resuming trusted ``case.json`` alone, so a wiped or edited output was skipped on every
+    rerun; a case whose files do not match is computed again. Records without hashes (written
+    by older versions) are not trusted.
+    """
+    from ..fileio import sha256_file
+
+    files = record.get("output_files")
+    if not isinstance(files, dict):
+        return False
+    for name in record.get("outputs", []):
+        if name not in files:
+            return False
+    for rel, info in files.items():
+        f = case_dir / rel
+        try:
+            if not f.is_file() or f.stat().st_size != info.get("size") or sha256_file(f) != info.get("sha256"):
+                log.info("case %s: output %s missing or changed; recomputing", case_dir.name, rel)
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _publish(work: Path, final: Path) -> None:
@@ -173,20 +209,54 @@ class _Progress:
 
 @contextlib.contextmanager
 def _run_lock(out: Path):
+    """An OS-level exclusive lock on ``<out>/.lock`` for the whole run.
+
+    Why: the old check-then-write pid file let two runs in together (15 of 30 races) and took
+    another user's live run for stale. ``fcntl.flock`` is atomic and the kernel drops it when
+    the holder dies (even by ``kill -9``), so there is no stale lock to guess about. The file
+    keeps ``pid@host`` only for the message; it is never deleted (deleting it would let a
+    third run lock a new file while a second still holds the old one).
+    """
+    import fcntl
+    import socket
+
     lock = out / ".lock"
-    if lock.exists():
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
         try:
-            pid = int(lock.read_text().strip())
-            os.kill(pid, 0)
-            raise MediastinalAIError(f"another batch (pid {pid}) is writing to this output folder", out)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass  # stale lock from a killed run
-    lock.write_text(str(os.getpid()))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                holder = os.pread(fd, 200, 0).decode().strip()
+            raise MediastinalAIError(f"another batch ({holder or 'unknown process'}) is writing to this output "
+                                     "folder; wait for it or use another --out", out) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (SLURM, Kubernetes, systemd stop a job with it) ends a run like Ctrl-C: finished
+    cases are kept, the tables are written, the rerun resumes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
@@ -195,7 +265,7 @@ def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = order_steps(cfg.steps)
-    with _run_lock(out):
+    with _run_lock(out), _sigterm_as_interrupt():
         shutil.rmtree(out / ".work", ignore_errors=True)  # debris of killed runs is never trusted
         (out / ".work").mkdir()
         models = resolve_models(steps, cfg.params)  # fail fast on a missing/tampered model
@@ -239,14 +309,29 @@ def _run_dask(cases, out, steps, cfg, shas, done) -> None:
         cluster = make_local_cluster(cfg.workers, out / ".work" / "dask")
         client = Client(cluster)
     try:
-        futures = [client.submit(process_case, c.to_dict(), str(out.resolve()), steps, cfg.params, cfg.force, shas,
-                                 key=f"case-{c.case_id}-{uuid.uuid4().hex[:6]}", pure=False) for c in cases]
-        for fut in as_completed(futures):
-            done(fut.result())
+        futures = {client.submit(process_case, c.to_dict(), str(out.resolve()), steps, cfg.params, cfg.force, shas,
+                                 key=f"case-{c.case_id}-{uuid.uuid4().hex[:6]}", pure=False): c for c in cases}
+        for fut in as_completed(list(futures)):
+            try:
+                done(fut.result())
+            except Exception as e:  # noqa: BLE001 - a worker killed by this case (OOM, native crash)
+                done(_worker_died_row(futures[fut], steps, e))
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _worker_died_row(spec: CaseSpec, steps: list[str], e: BaseException) -> dict[str, Any]:
+    """The status row of a case whose worker process died (or whose task Dask gave up on)."""
+    name = type(e).__name__
+    if name == "KilledWorker":
+        reason = ("the worker process died while running this case (out of memory or a crash in native "
+                  "code); the other cases went on")
+    else:
+        reason = f"the case could not be run on its worker ({name}: {str(e)[:200]})"
+    return {"case_id": spec.case_id, "status": "failed", "error": reason, "error_type": "WorkerDied",
+            "seconds": 0.0, "steps": ",".join(steps), "synthetic": spec.synthetic}
 
 
 def make_local_cluster(n_workers: int, local_dir: Path):
@@ -267,7 +352,10 @@ def make_local_cluster(n_workers: int, local_dir: Path):
         log.info("GPU found: one Dask worker will use it, the others run on CPU")
     environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    # allowed-failures 0: a case that kills its worker fails at once instead of killing three more;
+    # temporary-directory: Dask's own scratch (spill, locks) stays under --out too.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, "distributed.scheduler.allowed-failures": 0,
+                          "temporary-directory": str(local_dir)}):
         return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True,
                             dashboard_address=None, local_directory=str(local_dir),
                             resources={"GPU": 1} if gpu else None, silence_logs=logging.WARNING)
@@ -302,15 +390,16 @@ def _write_results(out: Path, rows: list[dict[str, Any]], cfg: RunConfig, partia
     if not partial:
         with contextlib.suppress(ImportError), atomic_path(out / "results.parquet") as tmp:
             df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
-        counts = df["status"].value_counts().to_dict() if len(df) else {}
-        failures: dict[str, int] = {}
-        for r in rows:
-            if r["status"] == "failed":
-                key = r.get("error_type") or "error"
-                failures[key] = failures.get(key, 0) + 1
-        atomic_write_json(out / "summary.json", {
-            "cases": len(rows), "ok": counts.get("ok", 0), "skipped": counts.get("skipped", 0),
-            "failed": counts.get("failed", 0), "failures_by_type": failures,
-            "steps": cfg.steps, "workers": cfg.workers, "scheduler": cfg.scheduler,
-            "seconds": round(seconds or 0.0, 2), **provenance(params=cfg.params),
-        })
+    # summary.json after every case too, so it never disagrees with results.csv after a crash
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    failures: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "failed":
+            key = r.get("error_type") or "error"
+            failures[key] = failures.get(key, 0) + 1
+    atomic_write_json(out / "summary.json", {
+        "complete": not partial, "cases": len(rows), "ok": counts.get("ok", 0), "skipped": counts.get("skipped", 0),
+        "failed": counts.get("failed", 0), "failures_by_type": failures,
+        "steps": cfg.steps, "workers": cfg.workers, "scheduler": cfg.scheduler,
+        "seconds": round(seconds or 0.0, 2), **provenance(params=cfg.params),
+    })

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report
 from ..volume import Volume
 from .dicom import DicomSeriesInfo, _read_header, find_dicom_series, is_dicom_file, read_dicom_series
-from .images import IMAGE_SUFFIXES, check_ct_values, read_image_file, write_image_file
+from .images import IMAGE_SUFFIXES, check_ct_values, check_path_name, read_image_file, write_image_file
 
 __all__ = ["IMAGE_SUFFIXES", "DicomSeriesInfo", "check_ct_values", "find_dicom_series", "geometry_differences",
            "read_ct", "read_image", "read_mask", "write_image"]
@@ -36,6 +36,7 @@ def read_ct(path: str | Path, series_uid: str | None = None, *, on_irregular: st
     ``progress``/``cancel`` report and stop a long DICOM read slice by slice (Slicer, batch).
     """
     p = Path(path)
+    check_path_name(p)
     if not p.exists():
         raise InputError("CT not found", p)
     if p.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 import zlib
 from pathlib import Path
@@ -31,6 +32,18 @@ def _suffix_ok(p: Path) -> bool:
     return p.name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def check_path_name(p: Path) -> None:
+    """Refuse a path that is not valid UTF-8 before it reaches native code.
+
+    Why: SimpleITK aborts the whole process (SIGABRT) on a file name it cannot convert, which
+    would end a batch instead of failing one case.
+    """
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("file name is not valid UTF-8; rename the file", ascii(str(p))) from None
+
+
 def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     """Read a 3D scalar image with SimpleITK into a Volume; clear errors for everything else.
 
@@ -40,10 +53,13 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     import SimpleITK as sitk
 
     p = Path(path)
+    check_path_name(p)
     if not p.exists():
         raise InputError("file not found", p)
     if not p.is_file():
-        raise InputError("not a file", p)
+        raise InputError("not a file (a folder, FIFO or device)", p)
+    if not os.access(p, os.R_OK):
+        raise InputError("permission denied: the file cannot be read by this user", p)
     if not _suffix_ok(p):
         raise InputError(f"unsupported file type; expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM folder", p)
     if p.stat().st_size == 0:
@@ -64,6 +80,7 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
             raise InputError(f"2D image (size {size}); a 3D volume is needed", p)
         if dim > 4 or (dim == 4 and size[3] != 1):
             raise InputError(f"{dim}D image (size {size}); a 3D volume is needed", p)
+        check_declared_size(size, p)  # before ITK allocates what a tiny header claims
         img = reader.Execute()
         keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
     except InputError:
@@ -121,42 +138,146 @@ def _itk_reason(message: str) -> str:
     return "; ".join(lines[-2:])[:300] or "unknown ITK error"
 
 
-def _check_nifti_complete(p: Path) -> None:
-    """Refuse a truncated .nii/.nii.gz (corrupt gzip stream, or fewer voxel bytes than the header says)."""
-    import struct
+def max_voxels() -> int:
+    """The largest image (in voxels) read before allocating; ``$MEDIASTINAL_AI_MAX_VOXELS`` overrides.
+
+    Why: a header is a claim, not a size; a 21 kB NRRD may announce 1200³ voxels and ITK
+    allocates them all before failing. 600 M voxels is > 512×512×2000, the largest chest CT
+    a scanner writes, and ~1.2 GB as int16.
+    """
+    import os
 
     try:
-        if p.name.lower().endswith(".gz"):
-            with gzip.open(p, "rb") as f:
-                header = f.read(352)
-                total = len(header)
-                while block := f.read(1 << 22):
-                    total += len(block)
+        return int(os.environ.get("MEDIASTINAL_AI_MAX_VOXELS", "600000000"))
+    except ValueError:
+        return 600_000_000
+
+
+def check_declared_size(shape: tuple[int, ...] | list[int], p: Path) -> None:
+    """Refuse a declared image size over :func:`max_voxels` before any voxel is allocated."""
+    n = int(np.prod([int(x) for x in shape], dtype=np.float64))
+    if n > max_voxels():
+        raise InputError(f"the header declares {'x'.join(str(int(x)) for x in shape)} = {n:,} voxels, more than the "
+                         f"{max_voxels():,} a CT may have (set MEDIASTINAL_AI_MAX_VOXELS to allow more)", p)
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes whose voxels can be NaN/inf
+
+
+def _quaternion_affine(b: float, c: float, d: float, pix: np.ndarray, qfac: float) -> np.ndarray:
+    """The qform's 3x3 matrix (NIfTI-1 standard, RAS), columns scaled by the voxel size."""
+    a2 = 1.0 - (b * b + c * c + d * d)
+    a = np.sqrt(max(a2, 0.0))
+    r = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                  [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                  [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    return r * np.array([pix[0], pix[1], pix[2] * (-1.0 if qfac < 0 else 1.0)])
+
+
+def _check_nifti_geometry(header: bytes, endian: str, ndim: int, p: Path) -> None:
+    """Read the NIfTI-1 geometry ourselves and refuse a header that lies.
+
+    Why: ITK silently reads ``pixdim = 0`` or ``inf`` as 1 mm (an 18× wrong lesion volume),
+    takes a NaN quaternion as some rotation (origin moved by 168 mm) and picks one of a
+    disagreeing qform/sform without saying so. Every such header is refused with what is wrong.
+    """
+    import struct
+
+    pixdim = np.array(struct.unpack(endian + "8f", header[76:108]), dtype=np.float64)
+    spatial = pixdim[1:1 + min(3, ndim)]
+    for i, v in enumerate(spatial, start=1):
+        if not np.isfinite(v) or v <= 0:
+            raise InputError(f"bad NIfTI voxel size: pixdim[{i}] = {v:g} (must be a positive finite number of mm)", p)
+    pix = np.ones(3)
+    pix[: len(spatial)] = spatial
+    qform_code, sform_code = struct.unpack(endian + "2h", header[252:256])
+    quat = np.array(struct.unpack(endian + "6f", header[256:280]), dtype=np.float64)
+    srow = np.array(struct.unpack(endian + "12f", header[280:328]), dtype=np.float64).reshape(3, 4)
+    slope, inter = struct.unpack(endian + "2f", header[112:120])
+    if not (np.isfinite(inter) and (np.isfinite(slope) or np.isnan(slope))):
+        raise InputError(f"bad NIfTI intensity scaling (scl_slope {slope:g}, scl_inter {inter:g})", p)
+    qmat = None
+    if qform_code > 0:
+        if not np.all(np.isfinite(quat)):
+            raise InputError(f"bad NIfTI qform: quaternion/offset {quat.round(4).tolist()} is not finite", p)
+        if float(np.sum(quat[:3] ** 2)) > 1.0 + 1e-4:
+            raise InputError(f"bad NIfTI qform: quaternion (b, c, d) = {quat[:3].round(4).tolist()} has norm > 1", p)
+        qmat = _quaternion_affine(*quat[:3], pix, pixdim[0])
+    if sform_code > 0:
+        if not np.all(np.isfinite(srow)):
+            raise InputError("bad NIfTI sform: srow_x/y/z hold NaN or infinite values", p)
+        norms = np.linalg.norm(srow[:, :3], axis=0)
+        if np.any(norms <= 0) or not np.allclose(norms, pix, rtol=1e-2, atol=1e-4):
+            raise InputError(f"inconsistent NIfTI header: sform voxel size {norms.round(4).tolist()} mm "
+                             f"vs pixdim {pix.round(4).tolist()} mm", p)
+        if qmat is not None:
+            tol = 1e-2 * float(pix.max())
+            if not np.allclose(qmat, srow[:, :3], atol=tol) or not np.allclose(quat[3:], srow[:, 3], atol=0.5):
+                raise InputError("inconsistent NIfTI header: qform and sform describe different geometry "
+                                 "(orientation, mirroring or origin differ); fix the file with the tool that "
+                                 "wrote it", p)
+
+
+def _check_nifti_complete(p: Path) -> None:
+    """Refuse a truncated .nii/.nii.gz, a lying header, an oversized one and NaN/inf voxels.
+
+    The voxel bytes are streamed (never more than 4 MB in memory) and reading stops once the
+    header's size is reached, so a gzip bomb costs no more than the declared image.
+    """
+    import struct
+
+    def parse(header: bytes) -> tuple[str, int, int, int, int]:
+        if len(header) < 348:
+            raise InputError(f"truncated NIfTI header ({len(header)} bytes)", p)
+        for endian in "<>":
+            sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
+            if sizeof_hdr in (348, 540):
+                break
         else:
-            with open(p, "rb") as f:
-                header = f.read(352)
-            total = p.stat().st_size
+            raise InputError("not a NIfTI file (bad header size field)", p)
+        if sizeof_hdr == 540:
+            return endian, 540, 0, 0, 0
+        dims = struct.unpack(endian + "8h", header[40:56])
+        datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+        vox_offset = struct.unpack(endian + "f", header[108:112])[0]
+        ndim = dims[0]
+        if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0 \
+                or not np.isfinite(vox_offset) or vox_offset < 0:
+            raise InputError(f"bad NIfTI header (dim {dims}, bitpix {bitpix})", p)
+        check_declared_size(dims[1:ndim + 1], p)
+        _check_nifti_geometry(header, endian, ndim, p)
+        nbytes = int(np.prod(dims[1:ndim + 1], dtype=np.int64)) * bitpix // 8
+        return endian, 348, datatype, int(vox_offset), nbytes
+
+    try:
+        opener = gzip.open if p.name.lower().endswith(".gz") else open
+        with opener(p, "rb") as f:
+            header = f.read(352)
+            endian, kind, datatype, offset, nbytes = parse(header)
+            if kind == 540:
+                return  # NIfTI-2: leave the checks to ITK
+            f.seek(offset)
+            ftype = _NIFTI_FLOAT_TYPES.get(datatype)
+            dt = np.dtype(endian + ftype) if ftype else None
+            total, bad, carry = 0, 0, b""
+            while total < nbytes and (block := f.read(min(1 << 22, nbytes - total))):
+                total += len(block)
+                if dt is not None:
+                    buf = carry + block
+                    cut = len(buf) - len(buf) % dt.itemsize
+                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(buf[:cut], dtype=dt))))
+                    carry = buf[cut:]
+    except InputError:
+        raise
+    except PermissionError as e:
+        raise InputError("permission denied: the file cannot be read by this user", p) from e
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"corrupt or truncated gzip file ({e})", p) from e
-    if len(header) < 348:
-        raise InputError(f"truncated NIfTI header ({len(header)} bytes)", p)
-    for endian in "<>":
-        sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
-        if sizeof_hdr in (348, 540):
-            break
-    else:
-        raise InputError("not a NIfTI file (bad header size field)", p)
-    if sizeof_hdr == 540:
-        return  # NIfTI-2: leave the checks to ITK
-    dims = struct.unpack(endian + "8h", header[40:56])
-    bitpix = struct.unpack(endian + "h", header[72:74])[0]
-    vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0:
-        raise InputError(f"bad NIfTI header (dim {dims}, bitpix {bitpix})", p)
-    expected = int(vox_offset) + int(np.prod(dims[1:ndim + 1], dtype=np.int64)) * bitpix // 8
-    if total < expected:
-        raise InputError(f"truncated NIfTI: {total} bytes of the {expected} the header announces", p)
+    if total < nbytes:
+        raise InputError(f"truncated NIfTI: {offset + total} bytes of the {offset + nbytes} the header announces", p)
+    if bad:
+        what = "all voxels are" if bad == nbytes // dt.itemsize else f"{bad} voxel(s) are"  # type: ignore[union-attr]
+        raise InputError(f"{what} NaN or infinite", p)
 
 
 def check_ct_values(vol: Volume, source: str | Path | None) -> Volume:

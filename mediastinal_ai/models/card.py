@@ -8,6 +8,7 @@ result needs (training data, metrics, sha256, whether it is a demo model).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,21 @@ from ..fileio import atomic_write_json, sha256_file
 
 CARD_SUFFIX = ".model.json"
 KNOWN_TASKS = ("segmentation", "risk-radiomics", "risk-cnn", "fusion", "fusion-ct-only")
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
+
+
+def check_plain_name(value: object, field_name: str) -> str:
+    """Refuse anything but a plain file/folder name (letters, digits, ``._+-``; no path parts).
+
+    Why: ``name`` is used as the install folder and ``weights_file`` is joined to the card's
+    folder; ``../x``, ``/etc/x`` or ``a/b`` would let a downloaded card write or read anywhere.
+    """
+    if not isinstance(value, str) or not _PLAIN_NAME.match(value) or ".." in value:
+        raise ModelError(f"model card {field_name} {value!r} is not a plain name (letters, digits, '._+-'; "
+                         "no folders, no '..')")
+    return value
 
 
 @dataclass
@@ -38,6 +54,11 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # A card is untrusted data: its name becomes a folder and its weights_file a path, so both
+        # must be plain names (no separators, no "..", not absolute) or an install writes anywhere.
+        check_plain_name(self.name, "name")
+        if self.weights_file != "":  # "" while a trainer builds the card; write_card_for fills it
+            check_plain_name(self.weights_file, "weights_file")
         if self.task not in KNOWN_TASKS:
             raise ModelError(f"unknown model task {self.task!r}; expected one of {KNOWN_TASKS}")
         if self.demo and not self.intended_use:
@@ -98,7 +119,10 @@ def verify(card_path: str | Path, expected_task: str | None = None) -> ResolvedM
     card = ModelCard.load(card_path)
     if expected_task is not None and card.task != expected_task:
         raise ModelError(f"model {card.name!r} is a {card.task!r} model, not {expected_task!r}", card_path)
+    check_plain_name(card.weights_file, "weights_file")
     weights = (card_path.parent / card.weights_file).resolve()
+    if weights.parent != card_path.parent.resolve():  # a symlinked weights file pointing elsewhere
+        raise ModelError(f"weights file {card.weights_file!r} resolves outside the card's folder", card_path)
     if not weights.is_file():
         raise ModelError(f"weights file {card.weights_file!r} named by the card is missing", card_path)
     if not card.sha256:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from ..errors import ModelError
 from ..fileio import atomic_path, sha256_file
-from .card import CARD_SUFFIX, ModelCard, ResolvedModel, verify
+from .card import CARD_SUFFIX, ModelCard, ResolvedModel, check_plain_name, verify
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -113,7 +113,11 @@ def install(source: str | Path, sha256: str | None = None, dest_dir: Path | None
     resolved = resolve(src)
     if sha256 and resolved.card.sha256 != sha256.lower():
         raise ModelError(f"sha256 given ({sha256[:16]}…) does not match the model ({resolved.card.sha256[:16]}…)", src)
-    dest = (dest_dir or user_models_dir()) / resolved.card.name
+    root = (dest_dir or user_models_dir()).expanduser().resolve()
+    check_plain_name(resolved.card.name, "name")
+    dest = (root / resolved.card.name).resolve()
+    if dest.parent != root:  # belt and braces: check_plain_name already refuses path parts
+        raise ModelError(f"model name {resolved.card.name!r} would install outside the models folder", root)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (resolved.weights_path, resolved.card_path):
         with atomic_path(dest / f.name) as tmp:

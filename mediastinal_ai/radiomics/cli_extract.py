@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(f"--readers takes 1 and/or 2, got {bad}")
+    _check_case_ids(args.manifest)
     res = extract_cohort(args.manifest, args.out, args.params, readers=readers, workers=args.workers,
                          progress=log_progress, table_name=args.name)
     t = res["table"]
@@ -34,3 +35,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {e['case_id']} reader {e['reader']}: {e['error']}")
     print(f"wrote {res['csv']}" + (f" and {res['parquet']}" if res["parquet"] else "") + f" (+ {res['sidecar']})")
     return 1 if res["errors"] else 0
+
+
+def _check_case_ids(manifest: str) -> None:
+    """Refuse case ids that are not plain folder-safe names before anything is written.
+
+    Why: the feature cache names a file after each case id, so ``../x`` or ``a/b`` would write
+    outside ``--out`` (the batch rewrites ids with ``safe_case_id``; here the ids are the keys of
+    the feature table, so they are refused rather than silently renamed).
+    """
+    from ..batch.discover import safe_case_id
+    from ..cohort import read_manifest
+    from ..errors import InputError
+
+    cases, _errors = read_manifest(manifest, strict=False)  # type: ignore[misc]
+    bad = [c.case_id for c in cases if safe_case_id(c.case_id) != c.case_id]
+    if bad:
+        shown = ", ".join(repr(b) for b in bad[:5]) + (" …" if len(bad) > 5 else "")
+        raise InputError(f"{len(bad)} case id(s) are not plain names (letters, digits, '._-'; no folders): {shown}",
+                         manifest)
