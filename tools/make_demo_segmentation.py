@@ -1,13 +1,19 @@
 """Reproduce the shipped demo segmentation model (demo — not for clinical use).
 
-    .venv/bin/python tools/make_demo_segmentation.py --work /tmp/segdemo [--device auto]
+    .venv/bin/python tools/make_demo_segmentation.py --work /tmp/segdemo --real-ct ../shared/data/real-ct \
+        --init mediastinal_ai/models/builtin/demo-seg-unet3d/demo-seg-unet3d.safetensors --epochs 60 --install
 
 1. a synthetic cohort (``generate_cohort(48, seed=1000)``; stratified train/val/test split),
-2. ``train`` with ``mediastinal_ai/configs/segmentation_demo.yaml`` on the train split
-   (best validation-Dice checkpoint on the val split),
-3. inference with the saved model on the held-out test split: voxel Dice/IoU and lesion-wise
-   sensitivity / false positives per scan (one-to-one IoU matching),
-4. those figures go into the card, and weights + card into
+2. with ``--real-ct``: SYNTHETIC-ON-REAL cases — synthetic lesions inserted into the prevascular
+   space of real chest CTs (:mod:`mediastinal_ai.synthetic.insertion`) — and the same real CTs
+   unchanged as hard negatives. Patient A0002 of Lung-PET-CT-Dx is kept out of training and
+   validation entirely: its two series are the held-out real-background test,
+3. ``train`` with ``mediastinal_ai/configs/segmentation_demo.yaml`` (canonical orientation,
+   mediastinal crop, left-right mirroring; ``--init`` fine-tunes an earlier model of the same plan),
+   best validation-Dice checkpoint,
+4. held-out figures: synthetic test split (voxel Dice/IoU, lesion sensitivity / FP per scan) and
+   the held-out real backgrounds (false-positive regions and ml on the unchanged CTs; Dice and
+   extra regions on the inserted lesions) go into the card; weights + card into
    ``mediastinal_ai/models/builtin/demo-seg-unet3d/`` (``--install``).
 """
 
@@ -25,6 +31,69 @@ import numpy as np
 NAME = "demo-seg-unet3d"
 COHORT = {"n_cases": 48, "seed": 1000}
 REPRO = "python tools/make_demo_segmentation.py --work /tmp/segdemo --install"
+# real backgrounds under --real-ct (read in place; never copied into the project)
+TRAIN_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0001_s1", "lung-pet-ct-dx/Lung_Dx-A0001_s2",
+                     "lidc-contrast-slabs/LIDC-IDRI-0001", "aorta-cta-crop/ct.nii.gz", "mediastinum_crop_ct.nii.gz"]
+TEST_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0002_s3", "lung-pet-ct-dx/Lung_Dx-A0002_s4"]  # patient A0002: held out
+INSERTIONS_PER_BACKGROUND = {"train": 7, "test": 4}
+
+
+def build_real_cohorts(real_root: Path, work: Path) -> tuple[Path, Path]:
+    """Training (train/val split) and held-out test manifests of SYNTHETIC-ON-REAL cases."""
+    import csv
+
+    from mediastinal_ai.cohort import write_manifest
+    from mediastinal_ai.progress import log_progress
+    from mediastinal_ai.synthetic.insertion import insert_cohort
+
+    train_m = work / "on_real_train" / "manifest.csv"
+    if not train_m.is_file():
+        insert_cohort([real_root / b for b in TRAIN_BACKGROUNDS], INSERTIONS_PER_BACKGROUND["train"],
+                      work / "on_real_train", seed=5000, progress=log_progress)
+        with open(train_m, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:  # the first insertion of each background validates; the rest (and negatives) train
+            r["split"] = "val" if r["case_id"].endswith("_ins000") or r["case_id"] == "bg01_negative" else "train"
+        write_manifest(train_m, rows)
+    test_m = work / "on_real_test" / "manifest.csv"
+    if not test_m.is_file():
+        insert_cohort([real_root / b for b in TEST_BACKGROUNDS], INSERTIONS_PER_BACKGROUND["test"],
+                      work / "on_real_test", seed=9000, split="test", progress=log_progress)
+    return train_m, test_m
+
+
+def evaluate_real(manifest: Path, weights_dir: Path, device: str = "auto") -> dict:
+    """Held-out real backgrounds: FP regions / ml on unchanged CTs, Dice + extra regions on inserted lesions."""
+    from mediastinal_ai.cohort import read_manifest
+    from mediastinal_ai.io import read_ct, read_mask
+    from mediastinal_ai.models import resolve
+    from mediastinal_ai.segmentation import load_model, segment_volume
+    from mediastinal_ai.segmentation.metrics import voxel_metrics
+
+    model = load_model(resolve(weights_dir, task="segmentation"), device=device)
+    neg, ins = [], []
+    for c in read_manifest(manifest):
+        ct = read_ct(c.ct)
+        truth = read_mask(c.mask, ct, allow_empty=True).array
+        res = segment_volume(ct, model)
+        if c.extra.get("synthetic_kind") == "real-negative":
+            neg.append({"case_id": c.case_id, "fp_regions": len(res.lesions),
+                        "fp_ml": round(sum(r["volume_ml"] for r in res.lesions), 2)})
+        else:
+            from scipy import ndimage
+
+            lab, n = ndimage.label(res.mask.array > 0, structure=np.ones((3, 3, 3)))
+            hit = set(np.unique(lab[(truth > 0) & (lab > 0)])) - {0}
+            ins.append({"case_id": c.case_id, "dice": round(voxel_metrics(res.mask.array, truth)["dice"], 4),
+                        "other_regions": int(n - len(hit)), "lesion_ml": c.extra.get("volume_ml")})
+    d = np.array([r["dice"] for r in ins]) if ins else np.array([np.nan])
+    return {"evaluated_on": "held-out real backgrounds (Lung-PET-CT-Dx patient A0002, 2 series; never in training or "
+                            "validation): unchanged CTs and SYNTHETIC-ON-REAL insertions",
+            "negatives": neg, "insertions": ins,
+            "negatives_max_fp_regions": max((r["fp_regions"] for r in neg), default=None),
+            "negatives_max_fp_ml": max((r["fp_ml"] for r in neg), default=None),
+            "insertions_dice_mean": round(float(d.mean()), 4), "insertions_dice_min": round(float(d.min()), 4),
+            "insertions_max_other_regions": max((r["other_regions"] for r in ins), default=None)}
 
 
 def evaluate(manifest: Path, weights_dir: Path, split: str = "test", device: str = "auto") -> dict:
@@ -104,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-prepared", default=None, help="only write the prepared train/val arrays (.npz)")
     ap.add_argument("--prepared", default=None, help="train from a prepared .npz (no SimpleITK needed)")
     ap.add_argument("--trained", default=None, help="skip training: evaluate/install the model in this folder")
+    ap.add_argument("--real-ct", default=None, help="folder of the real CT samples (../shared/data/real-ct)")
+    ap.add_argument("--init", default=None, help="fine-tune from these weights (same plan)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -130,24 +201,49 @@ def main(argv: list[str] | None = None) -> int:
     if a.export_prepared:  # for a GPU machine without SimpleITK: resampled HU + masks as .npz
         export_prepared(manifest, cfg, Path(a.export_prepared))
         return 0
+    real_train = real_test = None
+    if a.real_ct:
+        real_train, real_test = build_real_cohorts(Path(a.real_ct), work)
+    tdata = {"synthetic": True, "cohort": COHORT,
+             "backgrounds": TRAIN_BACKGROUNDS if a.real_ct else [],
+             "held_out_backgrounds": TEST_BACKGROUNDS if a.real_ct else [],
+             "kinds": ["synthetic phantom"] + (["synthetic-on-real", "real-negative"] if a.real_ct else [])}
     if a.trained:
         out = Path(a.trained)
         summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     else:
+        from mediastinal_ai.segmentation.train import prepare_cases
+
+        plan = __import__("mediastinal_ai.segmentation.plan", fromlist=["Plan"]).Plan(**cfg["plan"])
+        data = prepare_cases(manifest, plan, log_progress)
+        if real_train is not None:
+            more = prepare_cases(real_train, plan, log_progress)
+            for k in data:
+                data[k] += more[k]
         summary = train(manifest, out, cfg, epochs=a.epochs, device=a.device, name=NAME, demo=True, seed=0,
-                        progress=log_progress, resume=a.resume)
+                        progress=log_progress, resume=a.resume, prepared=data, init_weights=a.init,
+                        training_data=tdata)
     metrics = evaluate(manifest, out, device=a.device)
+    real_metrics = evaluate_real(real_test, out, device=a.device) if real_test is not None else None
     card_path = out / f"{NAME}.model.json"
     card = ModelCard.load(card_path)
     card.metrics = {**card.metrics, "held_out_test": metrics, "data": "SYNTHETIC cohort — not patient data"}
-    card.training_data = {**card.training_data, "manifest": "synthetic cohort generate_cohort(n_cases=48, seed=1000)",
-                          "synthetic": True, "cohort": COHORT}
-    repro = REPRO + (f" --epochs {a.epochs}" if a.epochs else "")
+    if real_metrics is not None:
+        card.metrics["held_out_real_backgrounds"] = real_metrics
+    card.training_data = {**card.training_data, **tdata,
+                          "manifest": "synthetic cohort generate_cohort(n_cases=48, seed=1000)"
+                          + (" + SYNTHETIC-ON-REAL insertions and real negatives (tools/make_demo_segmentation.py)"
+                             if a.real_ct else "")}
+    repro = REPRO + (f" --epochs {a.epochs}" if a.epochs else "") + (
+        " --real-ct ../shared/data/real-ct" if a.real_ct else "") + (f" --init {a.init}" if a.init else "")
     card.extra = {**card.extra, "reproduce": repro, "training_seconds": summary["seconds"],
                   "training_device": summary["device"]}
-    card.intended_use = "demo — not for clinical use. Trained and tested on synthetic CT only."
+    card.intended_use = ("demo — not for clinical use. Trained on synthetic CT and synthetic lesions inserted into "
+                         "real CTs; never on a patient's tumor.")
     write_card_for(out / f"{NAME}.safetensors", card)
     print(json.dumps(metrics, indent=1))
+    if real_metrics is not None:
+        print(json.dumps(real_metrics, indent=1))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "mediastinal_ai" / "models" / "builtin" / NAME
         dest.mkdir(parents=True, exist_ok=True)

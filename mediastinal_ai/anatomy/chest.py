@@ -68,6 +68,8 @@ class ChestAnatomy:
     chest_extent_mm: float
     warnings: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    thoracic_slices: np.ndarray | None = None  # coarse slices with both lungs in view
+    coarse_hu: np.ndarray | None = None  # the CT on the coarse grid (for placing things)
 
     def codes_at(self, lps: np.ndarray) -> np.ndarray:
         """Label code at LPS points (nearest coarse voxel; OUTSIDE beyond the grid)."""
@@ -275,7 +277,7 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
              "anterior_mediastinum_ml": round(float(ant.sum() * vox_ml), 1)}
     return ChestAnatomy(labels=g.with_array(labels, units="label"), envelope=g.with_array(env.astype(np.uint8),
                         units="label"), covers_mediastinum=covers, chest_extent_mm=chest_extent,
-                        warnings=warnings, stats=stats)
+                        warnings=warnings, stats=stats, thoracic_slices=thoracic, coarse_hu=a)
 
 
 def lesion_compartment(anatomy: ChestAnatomy, lps: np.ndarray) -> tuple[str, float]:

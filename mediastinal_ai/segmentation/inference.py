@@ -78,9 +78,10 @@ _AXIS_OF = {"x": 2, "y": 1, "z": 0}  # numpy axis of each canonical direction
 def tta_flips(tta: str | bool | None, plan: Plan, device: str) -> list[tuple[int, ...]]:
     """The mirrored passes to average (numpy axes to flip; () is the plain pass).
 
-    ``auto``: every combination of x/y/z mirrors (8 passes, as nnU-Net) for demo-scale networks or
-    on a GPU; left-right only (2 passes) for a published-size network on a CPU, where 8 passes
-    would take minutes."""
+    ``auto``: the mirrors the network was trained with (``plan.mirror_axes``; none for a network
+    trained without mirroring), all combinations (up to 8 passes, as nnU-Net) for demo-scale
+    networks or on a GPU, left-right only for a published-size network on a CPU, where 8 passes
+    would take minutes. An explicit choice is honoured as given."""
     from itertools import combinations
 
     if tta is True:
@@ -90,7 +91,9 @@ def tta_flips(tta: str | bool | None, plan: Plan, device: str) -> list[tuple[int
     if tta not in TTA_CHOICES:
         raise InputError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     if tta == "auto":
-        tta = "xyz" if (device.startswith("cuda") or plan.features[0] < 32) else "x"
+        tta = plan.mirror_axes
+        if not (device.startswith("cuda") or plan.features[0] < 32):
+            tta = "x" if "x" in tta else ""
     axes = [_AXIS_OF[c] for c in tta]
     return [c for k in range(len(axes) + 1) for c in combinations(axes, k)]
 
@@ -118,7 +121,7 @@ def _sub_volume(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
 
 
 def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | bool | None = "auto",
-                 crop: bool = True, anatomy: ChestAnatomy | None = None, progress: ProgressCallback | None = None,
+                 crop: bool | str = "auto", anatomy: ChestAnatomy | None = None, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> ProbabilityMaps:
     """Probability and uncertainty maps on ``ct``'s grid.
 
@@ -142,7 +145,8 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     report(progress, 0.01, "finding the chest anatomy")
     if anatomy is None:
         anatomy = analyse_chest(canon)
-    box = _crop_box(canon, anatomy, CROP_MARGIN_MM) if crop else None
+    box = _crop_box(canon, anatomy, CROP_MARGIN_MM) if crop is True or (crop == "auto" and plan.crop_to_mediastinum) \
+        else None
     sub = _sub_volume(canon, box) if box is not None else canon
     report(progress, 0.03, "resampling to the model's spacing")
     work = resample(sub, plan.target_spacing_xyz)
@@ -194,7 +198,7 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     info = {"canonical_orientation": CANONICAL, "reoriented": orient.describe(),
             "crop": None if box is None else {"lps_min": [round(float(v), 1) for v in sub.index_to_lps(
                 np.zeros(3))], "shape_zyx": list(sub.shape)},
-            "tta_passes": len(flips), "tta_flips_numpy_axes": [list(f) for f in flips],
+            "cropped_to_mediastinum": box is not None, "tta_passes": len(flips), "tta_flips_numpy_axes": [list(f) for f in flips],
             "windows_per_pass": per_pass, "seconds": round(time.perf_counter() - t0, 2)}
     return ProbabilityMaps(maps[0], maps[1].with_array(maps[1].array, units="uncertainty (SD)"), anatomy, info)
 
@@ -282,12 +286,13 @@ def postprocess(ct: Volume, probability: Volume, threshold: float = 0.5,
 
 
 def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: tuple[float, ...] | None = None,
-                   device: str | None = None, tta: str | bool | None = "auto", crop: bool = True,
+                   device: str | None = None, tta: str | bool | None = "auto", crop: bool | str = "auto",
                    restrict_to_mediastinum: bool = True, progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None) -> SegmentationResult:
     """One CT → probability and uncertainty maps, tumor mask and lesion table (``model`` from
-    :func:`load_model`). ``crop`` limits inference to the mediastinum; ``restrict_to_mediastinum``
-    drops components mostly outside it (both on by default, recorded in ``params``)."""
+    :func:`load_model`). ``crop`` limits inference to the mediastinum (``auto``: when the model
+    was trained on such crops); ``restrict_to_mediastinum`` drops components mostly outside it (on
+    by default). Both are recorded in ``params``."""
     if not 0.0 < threshold < 1.0:  # before minutes of inference
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     maps = predict_maps(ct, model, tta=tta, crop=crop, progress=progress, cancel=cancel)

@@ -22,6 +22,13 @@ class Plan:
     hu_window: tuple[float, float] = (-200.0, 300.0)
     patch_size_zyx: tuple[int, int, int] = (16, 64, 64)
     features: tuple[int, ...] = (8, 16, 32, 64)
+    # voxel order every CT is put in before the network sees it (mediastinal_ai.orientation)
+    orientation: str = "LPS"
+    # axes ("x", "y", "z") the network was trained mirrored along; test-time mirroring uses only
+    # these (a network never shown a mirrored chest gets worse, not better, from mirrored passes)
+    mirror_axes: str = ""
+    # inference on a crop around the mediastinum found by the anatomy step (training crops alike)
+    crop_to_mediastinum: bool = False
 
     def __post_init__(self) -> None:
         self.target_spacing_xyz = tuple(float(s) for s in self.target_spacing_xyz)  # type: ignore[assignment]
@@ -30,18 +37,29 @@ class Plan:
         self.features = tuple(int(f) for f in self.features)
         if len(self.features) != 4:
             raise ModelError(f"the published U-Net has 4 resolution levels; plan gives {len(self.features)}")
+        if self.orientation != "LPS":
+            raise ModelError(f"plan orientation {self.orientation!r} is not supported (only 'LPS')")
+        self.mirror_axes = "".join(sorted(set(str(self.mirror_axes or "")), key="xyz".index)) if set(
+            str(self.mirror_axes or "")) <= set("xyz") else _bad_mirror(self.mirror_axes)
+        self.crop_to_mediastinum = bool(self.crop_to_mediastinum)
         if any(p % 8 for p in self.patch_size_zyx):
             raise ModelError(f"patch size {self.patch_size_zyx} must be divisible by 8 (three poolings)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
         try:
-            return cls(**{k: d[k] for k in ("target_spacing_xyz", "hu_window", "patch_size_zyx", "features")})
+            req = {k: d[k] for k in ("target_spacing_xyz", "hu_window", "patch_size_zyx", "features")}
+            opt = {k: d[k] for k in ("orientation", "mirror_axes", "crop_to_mediastinum") if k in d}
+            return cls(**req, **opt)
         except (KeyError, TypeError) as e:
             raise ModelError(f"segmentation plan is incomplete ({e})") from e
+
+
+def _bad_mirror(v: Any) -> str:
+    raise ModelError(f"plan mirror_axes must be letters from 'xyz', got {v!r}")
 
 
 def load_config(path_or_name: str | Path = "segmentation_demo") -> dict[str, Any]:

@@ -43,16 +43,33 @@ def prepare_cases(manifest: str | Path, plan: Plan, progress: ProgressCallback |
     for i, c in enumerate(cases):
         ct = read_ct(c.ct)
         m = read_mask(c.mask, ct, allow_empty=True)
-        ct_r = resample(ct, plan.target_spacing_xyz)
-        m_r = resample(m, plan.target_spacing_xyz, label=True, reference=ct_r)
+        image, mask = prepare_volume(ct, m, plan)
         split = c.split or ("val" if i % 5 == 4 else "train")
-        out[split].append(PreparedCase(c.case_id, normalise(ct_r.array, plan.hu_window), m_r.array.astype(np.uint8)))
+        out[split].append(PreparedCase(c.case_id, image, mask))
         report(progress, 0.1 * (i + 1) / len(cases), f"prepared {c.case_id}")
     if not out["train"]:
         raise InputError("no training cases (split column?)", manifest)
     if not out["val"]:
         out["val"] = out["train"][-1:]
     return out
+
+
+def prepare_volume(ct: Any, mask: Any, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """CT + mask as the network sees them at inference: canonical voxel order, cropped to the
+    mediastinum when the plan says so, resampled to the plan's spacing, intensities scaled."""
+    from ..anatomy import analyse_chest
+    from ..orientation import canonical
+    from .inference import CROP_MARGIN_MM, _crop_box, _sub_volume
+
+    canon, orient = canonical(ct)
+    m_c = canon.with_array(orient.apply_array(mask.array).copy(), units="label")
+    if plan.crop_to_mediastinum:
+        box = _crop_box(canon, analyse_chest(canon), CROP_MARGIN_MM)
+        if box is not None:
+            canon, m_c = _sub_volume(canon, box), _sub_volume(m_c, box)
+    ct_r = resample(canon, plan.target_spacing_xyz)
+    m_r = resample(m_c, plan.target_spacing_xyz, label=True, reference=ct_r)
+    return normalise(ct_r.array, plan.hu_window), m_r.array.astype(np.uint8)
 
 
 def _augment(img: np.ndarray, msk: np.ndarray, rng: np.random.Generator, rot_deg: float,
@@ -69,7 +86,8 @@ def _augment(img: np.ndarray, msk: np.ndarray, rng: np.random.Generator, rot_deg
 
 
 def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random.Generator, fg_fraction: float,
-                 rot_deg: float = 10.0, scale_range: tuple[float, float] = (0.8, 1.2)) -> tuple[np.ndarray, np.ndarray]:
+                 rot_deg: float = 10.0, scale_range: tuple[float, float] = (0.8, 1.2),
+                 mirror_axes: str = "") -> tuple[np.ndarray, np.ndarray]:
     """A crop holding tumor (with probability ``fg_fraction``) or anywhere, then augmented."""
     # crop a margin-enlarged region first so rotation/scaling have context, then the final patch
     big = tuple(int(p * 1.5) if i else p for i, p in enumerate(patch))
@@ -91,7 +109,12 @@ def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random
         pi, pm = np.pad(pi, pad, mode="edge"), np.pad(pm, pad)
     o = [(s - p) // 2 for s, p in zip(pi.shape, patch)]
     sl = tuple(slice(a, a + p) for a, p in zip(o, patch))
-    return pi[sl].astype(np.float32), (pm[sl] > 0).astype(np.float32)
+    pi, pm = pi[sl], pm[sl]
+    for ax in mirror_axes:  # mirrored chests, so that mirrored test-time passes are meaningful
+        if rng.random() < 0.5:
+            k = {"x": 2, "y": 1, "z": 0}[ax]
+            pi, pm = np.flip(pi, k), np.flip(pm, k)
+    return np.ascontiguousarray(pi, dtype=np.float32), (np.ascontiguousarray(pm) > 0).astype(np.float32)
 
 
 def dice_loss(logits: Any, target: Any, eps: float = 1.0) -> Any:
@@ -132,7 +155,8 @@ def _validate(net: Any, plan: Plan, cases: list[PreparedCase], device: str) -> f
 def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, epochs: int | None = None,
           batch_size: int | None = None, device: str = "auto", resume: bool = False, seed: int = 0,
           name: str = "seg-unet3d", demo: bool = False, progress: ProgressCallback | None = None,
-          cancel: CancelToken | None = None, prepared: dict[str, list[PreparedCase]] | None = None) -> dict[str, Any]:
+          cancel: CancelToken | None = None, prepared: dict[str, list[PreparedCase]] | None = None,
+          init_weights: str | Path | None = None, training_data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train; writes ``<name>.safetensors`` + card (best validation Dice), checkpoint, log, plot."""
     import torch
 
@@ -154,6 +178,11 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     rng = np.random.default_rng(seed)
     data = prepared or prepare_cases(manifest, plan, progress)
     net = UNet3D(plan.features).to(dev)
+    if init_weights:  # fine-tuning: start from an earlier model of the same plan (safetensors only)
+        from safetensors.torch import load_file
+
+        net.load_state_dict(load_file(str(init_weights)), strict=True)
+        log.info("initialised from %s", init_weights)
     opt = torch.optim.Adam(net.parameters(), lr=float(tcfg.get("learning_rate", 1e-3)))
     scaler = torch.amp.GradScaler("cuda", enabled=dev.startswith("cuda"))
     ckpt_path, log_path = out / "checkpoint.pt", out / "training_log.csv"
@@ -177,7 +206,8 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             check(cancel)
             batch = [random_patch(data["train"][rng.integers(len(data["train"]))], plan.patch_size_zyx, rng,
                                   float(tcfg.get("foreground_fraction", 0.67)), float(tcfg.get("rotation_deg", 10)),
-                                  tuple(tcfg.get("scale_range", (0.8, 1.2)))) for _ in range(bs)]
+                                  tuple(tcfg.get("scale_range", (0.8, 1.2))), plan.mirror_axes)
+                     for _ in range(bs)]
             x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(dev)
             y = torch.from_numpy(np.stack([b[1] for b in batch])[:, None]).to(dev)
             opt.zero_grad(set_to_none=True)
@@ -195,9 +225,10 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
                 best = vd
                 card = ModelCard(name=name, task="segmentation", weights_file="", demo=demo,
                                  training_data={"manifest": str(manifest), "n_train": len(data["train"]),
-                                                "n_val": len(data["val"]), "synthetic": demo},
+                                                "n_val": len(data["val"]), **(training_data or {})},
                                  metrics={"best_val_dice": round(best, 4), "epoch": epoch},
-                                 extra={"config": config, "seed": seed})
+                                 extra={"config": config, "seed": seed,
+                                        "init_weights": str(init_weights) if init_weights else None})
                 save_model(net, plan, weights, card)
         history.append(row)
         with atomic_path(log_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
