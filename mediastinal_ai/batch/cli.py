@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     models = {t: getattr(args, f"model_{f}") for t, f in (("segmentation", "seg"), ("risk-radiomics", "radiomics"),
                                                           ("risk-cnn", "cnn"), ("fusion", "fusion"))
               if getattr(args, f"model_{f}")}
+    if not 0.0 < args.threshold < 1.0:  # checked before any case runs, not after inference
+        from ..errors import InputError
+
+        raise InputError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold:g}")
     params = {"models": models, "threshold": args.threshold, "device": args.device}
     if args.plugin:
         params["plugins"] = list(args.plugin)

@@ -87,7 +87,7 @@ def read_case_record(out_dir: Path, case_id: str) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- one case
 def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], params: dict[str, Any],
-                 force: bool = False, model_shas: dict[str, str] | None = None) -> dict[str, Any]:
+                 force: bool = False, model_shas: dict[str, str] | None = None, run_id: str = "") -> dict[str, Any]:
     """Run the steps for one case; never raises: returns a status row. Runs on Dask workers too."""
     spec = CaseSpec(**spec_dict)
     out = Path(out_dir)
@@ -107,7 +107,7 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
         if not force and old and old.get("fingerprint") == fp and old.get("status") == "ok" \
                 and outputs_intact(out / "cases" / spec.case_id, old):
             row.update(old.get("results", {}))
-            row.update(status="skipped", seconds=0.0)
+            row.update(status="ok" if run_id and old.get("run_id") == run_id else "skipped", seconds=0.0)
             return row
         work = out / ".work" / f"{spec.case_id}.{uuid.uuid4().hex[:8]}"
         work.mkdir(parents=True)
@@ -117,7 +117,7 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
                 STEPS[name].run(ctx)
             record = {"case_id": spec.case_id, "status": "ok", "fingerprint": fp, "steps": steps,
                       "results": ctx.results, "outputs": sorted(ctx.outputs), "labels": spec.labels,
-                      "output_files": _output_hashes(work),
+                      "output_files": _output_hashes(work), "run_id": run_id,
                       "synthetic": spec.synthetic, "provenance": provenance(params=params, models=shas)}
             atomic_write_json(work / CASE_RECORD, record)
             _publish(work, out / "cases" / spec.case_id)
@@ -207,6 +207,10 @@ class _Progress:
             log.info("[%d/%d] %s (elapsed %.0fs, ETA %.0fs)", self.done, self.total, msg, el, eta)
 
 
+class _Busy(MediastinalAIError):
+    """Another run holds the output folder's lock."""
+
+
 @contextlib.contextmanager
 def _run_lock(out: Path):
     """An OS-level exclusive lock on ``<out>/.lock`` for the whole run.
@@ -229,7 +233,7 @@ def _run_lock(out: Path):
             holder = ""
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 holder = os.pread(fd, 200, 0).decode().strip()
-            raise MediastinalAIError(f"another batch ({holder or 'unknown process'}) is writing to this output "
+            raise _Busy(f"another batch ({holder or 'unknown process'}) is writing to this output "
                                      "folder; wait for it or use another --out", out) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
@@ -263,14 +267,29 @@ def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
                on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run every case; returns status rows (also written to results.csv/.parquet + summary.json)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     steps = order_steps(cfg.steps)
+    resolve_models(steps, cfg.params)  # a missing/tampered model fails before --out is even created
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_locked(cases, out, steps, cfg, on_result)
+    except _Busy:
+        raise  # another run holds --out: never touch it
+    except BaseException:
+        if created and not (out / "results.csv").exists():  # a run that wrote nothing leaves no empty --out
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_locked(cases: list[CaseSpec], out: Path, steps: list[str], cfg: RunConfig,
+                on_result: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     with _run_lock(out), _sigterm_as_interrupt():
         shutil.rmtree(out / ".work", ignore_errors=True)  # debris of killed runs is never trusted
         (out / ".work").mkdir()
         models = resolve_models(steps, cfg.params)  # fail fast on a missing/tampered model
         shas = {t: m.card.sha256 for t, m in models.items()}
         bar = _Progress(len(cases))
+        run_id = uuid.uuid4().hex  # a case published by this very run (then re-asked by Dask) is "ok", not "skipped"
         rows: list[dict[str, Any]] = []
 
         def done(row: dict[str, Any]) -> None:
@@ -284,9 +303,9 @@ def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
         try:
             if cfg.workers <= 0 and not cfg.scheduler:
                 for c in cases:
-                    done(process_case(c.to_dict(), str(out), steps, cfg.params, cfg.force, shas))
+                    done(process_case(c.to_dict(), str(out), steps, cfg.params, cfg.force, shas, run_id))
             else:
-                _run_dask(cases, out, steps, cfg, shas, done)
+                _run_dask(cases, out, steps, cfg, shas, done, run_id)
         except KeyboardInterrupt:
             log.warning("interrupted: %d of %d cases finished; rerun to resume", len(rows), len(cases))
             _write_results(out, rows, cfg, partial=True, seconds=time.perf_counter() - t0)
@@ -299,7 +318,7 @@ def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
     return rows
 
 
-def _run_dask(cases, out, steps, cfg, shas, done) -> None:
+def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
     from distributed import Client, as_completed
 
     if cfg.scheduler:
@@ -309,13 +328,24 @@ def _run_dask(cases, out, steps, cfg, shas, done) -> None:
         cluster = make_local_cluster(cfg.workers, out / ".work" / "dask")
         client = Client(cluster)
     try:
-        futures = {client.submit(process_case, c.to_dict(), str(out.resolve()), steps, cfg.params, cfg.force, shas,
-                                 key=f"case-{c.case_id}-{uuid.uuid4().hex[:6]}", pure=False): c for c in cases}
+        def submit(c: CaseSpec):
+            return client.submit(process_case, c.to_dict(), str(out.resolve()), steps, cfg.params, cfg.force, shas,
+                                 run_id, key=f"case-{c.case_id}-{uuid.uuid4().hex[:6]}", pure=False)
+
+        futures = {submit(c): c for c in cases}
+        lost: list[CaseSpec] = []
         for fut in as_completed(list(futures)):
             try:
                 done(fut.result())
-            except Exception as e:  # noqa: BLE001 - a worker killed by this case (OOM, native crash)
-                done(_worker_died_row(futures[fut], steps, e))
+            except Exception:  # noqa: BLE001 - its worker died (OOM, native crash): maybe this case, maybe another
+                lost.append(futures[fut])
+        # A dying worker takes every case queued on it along; run those again one at a time, so a
+        # death now is the case's own: it is recorded as failed and the others still finish.
+        for c in lost:
+            try:
+                done(submit(c).result())
+            except Exception as e:  # noqa: BLE001
+                done(_worker_died_row(c, steps, e))
     finally:
         client.close()
         if cluster is not None:

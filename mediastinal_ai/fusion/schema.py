@@ -42,6 +42,7 @@ Encoding (feature order is part of the schema; a model whose card lists other fe
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.strip() == "")
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
 def _parse_number(v: Any, what: str, unit: str) -> float:
     if isinstance(v, bool):
         raise InputError(f"{what} must be a number{unit}, got a yes/no value ({v!r})")
@@ -87,6 +91,9 @@ def _parse_number(v: Any, what: str, unit: str) -> float:
     elif isinstance(v, str):
         s = v.strip()
         try:
+            # float() also takes "1_000" and full-width digits; a table value must be plain ASCII
+            if not _PLAIN_NUMBER.match(s) and s.lower().lstrip("+-") not in ("nan", "inf", "infinity"):
+                raise ValueError(s)
             x = float(s)
         except ValueError:
             hint = " (use a dot as decimal separator)" if "," in s else ""
@@ -105,8 +112,8 @@ def validate_ctc(value: Any) -> float:
     if _is_missing(value):
         raise InputError(f"the CTC level is required (a number in {CTC_UNIT})")
     x = _parse_number(value, "CTC level", f" in {CTC_UNIT}")
-    if x < 0:
-        raise InputError(f"CTC level cannot be negative (got {x:g} {CTC_UNIT})")
+    if x < 0 or math.copysign(1.0, x) < 0:  # "-0" too: a sign typed on a count is a data-entry error
+        raise InputError(f"CTC level cannot be negative (got {value!r})")
     if x > CTC_HARD_MAX:
         raise InputError(
             f"CTC level {x:g} {CTC_UNIT} is not plausible (limit {CTC_HARD_MAX:g} {CTC_UNIT}); "
