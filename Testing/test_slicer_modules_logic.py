@@ -9,6 +9,7 @@ runs on a slicer-core scene set as ``slicer.mrmlScene``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
@@ -233,3 +234,220 @@ def test_runner_reports_failure_output_and_cancel(scene):
     runner, events = _runner(mod, [])
     runner._onError(_QProcess.FailedToStart)
     assert events["finished"] == [(False, "could not start PythonSlicer")]
+
+
+# ------------------------------------------------------------------------------ first-click defects
+def _body_case(scene, direction=None):
+    """A CT big enough for the segmentation model (96 x 96 x 72 mm), centred on the midline."""
+    arr = np.full((24, 48, 48), -900, np.int16)
+    arr[8:16, 16:32, 16:32] = 40
+    d = np.eye(3) if direction is None else direction
+    ct = nodes.volume_to_node(scene, Volume(arr, (2.0, 2.0, 3.0), (-48.0, -48.0, 0.0), d), name="CT", role="ct")
+    segmentation, segment_id = nodes.mask_to_segment(scene, (arr > 0).astype(np.uint8), ct)
+    return ct, segmentation, segment_id
+
+
+def test_roi_crossing_the_midline_reaches_the_cli_as_one_argument_and_runs(scene, tmp_path):
+    """Defect 1: the exact argument list the GUI builds, with a negative box, parsed by the real
+    CLI parser and run (``--roi -30,...`` as two arguments stopped argparse)."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    from mediastinal_ai import cli
+
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    ct, _, _ = _body_case(scene)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetXYZ(5.0, 15.0, 35.0)  # RAS: crosses x = 0 and y = 0, so the LPS box starts with '-'
+    roi.SetRadiusXYZ(25.0, 25.0, 25.0)
+    args = logic.segmentationArguments(ct, str(tmp_path), None, "CPU", 0.5, roi)
+    assert args[:2] == ["-m", "mediastinal_ai.cli"]
+    roi_args = [a for a in args if a.startswith("--roi")]
+    assert roi_args == ["--roi=-30,-40,10,20,10,60"], args
+    assert cli.main(args[2:]) == 0
+    out = json.loads((tmp_path / "result" / "result.json").read_text())
+    assert out["roi_lps"] == pytest.approx([-30, -40, 10, 20, 10, 60]) if "roi_lps" in out else True
+
+
+def test_an_roi_without_points_gives_a_clear_message_and_writes_nothing(scene, tmp_path):
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    ct, _, _ = _body_case(scene)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")  # just created in the combo box
+    roi.SetName("R")
+    with pytest.raises(ValueError, match="no position yet"):
+        logic.segmentationArguments(ct, str(tmp_path), None, "CPU", 0.5, roi)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no position"):
+        process.ras_bounds_to_lps_box((1.0, -1.0, 1.0, -1.0, 1.0, -1.0))  # Slicer's "empty" bounds
+
+
+_TREE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _start_tree():
+    import subprocess
+    import time
+
+    psutil = pytest.importorskip("psutil", reason="psutil is not installed")
+    parent = subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True)
+    grandchild = int(parent.stdout.readline())
+    assert psutil.pid_exists(grandchild)
+    time.sleep(0.1)
+    return psutil, parent, grandchild
+
+
+def _gone(psutil, pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_kill_process_tree_stops_the_child_and_the_grandchild():
+    """Defect 2: PythonSlicer is a launcher whose child is the real Python."""
+    psutil, parent, grandchild = _start_tree()
+    try:
+        killed = process.kill_process_tree(parent.pid)
+        parent.wait(timeout=10)
+        assert parent.pid in killed and grandchild in killed
+        assert _gone(psutil, grandchild) and parent.returncode is not None
+    finally:
+        for pid in (parent.pid, grandchild):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_runner_cancel_kills_the_whole_tree_of_its_process(scene):
+    psutil, parent, grandchild = _start_tree()
+    mod = _load("MediastinalAI")
+    runner, events = _runner(mod, [])
+    runner.process.processId = lambda: parent.pid
+    try:
+        runner.cancel()
+        parent.wait(timeout=10)
+        assert _gone(psutil, grandchild), "the grandchild (the real Python) still runs"
+        runner._onFinished(9, _QProcess.CrashExit)
+        assert events["finished"] == [(False, "cancelled")]
+    finally:
+        for pid in (parent.pid, grandchild):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_save_report_writes_the_file_the_user_chose(scene, tmp_path):
+    """Defect 3: 'report.html' is a file (not a folder), the PDF is beside it, no debris."""
+    pytest.importorskip("matplotlib")
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    ct, segmentation, segment_id = _body_case(scene)
+    target = tmp_path / "my reports" / "case 1.html"
+    written = logic.saveReport(ct, str(target), segmentation, segment_id)
+    assert written == [target, target.with_suffix(".pdf")]
+    assert target.is_file() and target.with_suffix(".pdf").is_file()
+    assert "<html" in target.read_text(errors="replace").lower()
+    assert target.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["case 1.html", "case 1.pdf"]
+    rad = _load("MediastinalAIRadiomics").MediastinalAIRadiomicsLogic()
+    pdf = tmp_path / "r.pdf"
+    assert rad.saveReport(ct, str(pdf), segmentation, segment_id) == [tmp_path / "r.html", pdf]
+
+
+def test_edits_are_flagged_but_automatic_writes_are_not(scene):
+    """Defect 4 (edited flag) and 8: Segment Editor edits set MediastinalAI.edited, this module's
+    own writes do not; re-thresholding resets it."""
+    from mediastinal_ai.mrml import segmentation as seg
+
+    ct, segmentation, segment_id = _body_case(scene)
+    seg.watch_edits(segmentation)
+    seg.watch_edits(segmentation)  # idempotent
+    assert not seg.is_edited(segmentation)
+    prob = nodes.probability_to_node(scene, nodes.node_to_volume(ct).with_array(
+        (nodes.node_to_volume(ct).array > 0).astype(np.float32) * 0.8, units="probability"), reference=ct)
+    seg.rethreshold(scene, prob, segmentation, segment_id, 0.5)
+    assert not seg.is_edited(segmentation), "an automatic re-threshold was taken for a user edit"
+    # what a Segment Editor effect does: write the labelmap through the segmentations logic
+    img = slicer.vtkOrientedImageData()
+    segmentation.GetBinaryLabelmapRepresentation(segment_id, img)
+    img.GetPointData().GetScalars().SetValue(0, 1)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(img, segmentation, segment_id)
+    assert seg.is_edited(segmentation)
+    seg.rethreshold(scene, prob, segmentation, segment_id, 0.6)
+    assert not seg.is_edited(segmentation)
+
+
+def test_segmentation_result_goes_under_the_ct_study(scene, tmp_path):
+    from mediastinal_ai.io import write_image
+    from mediastinal_ai.mrml import segmentation as seg
+
+    ct, _, _ = _body_case(scene)
+    sh = scene.GetSubjectHierarchyNode()
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")
+    study = sh.CreateStudyItem(patient, "Study")
+    sh.SetItemParent(sh.GetItemByDataNode(ct), study)
+    v = nodes.node_to_volume(ct)
+    write_image(v.with_array((v.array > 0).astype(np.float32) * 0.9, units="probability"),
+                tmp_path / "probability.nrrd")
+    (tmp_path / "result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
+    result = seg.import_result(scene, ct, tmp_path)
+    item = sh.GetItemByDataNode(result["segmentation_node"])
+    assert sh.GetItemParent(item) == study
+
+
+class _FakeDicomDatabase:
+    def __init__(self, files_by_uid):
+        self.files_by_uid = files_by_uid
+
+    def fileForInstance(self, uid):  # noqa: N802 - ctkDICOMDatabase's name
+        return self.files_by_uid.get(uid, "")
+
+
+def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_path, monkeypatch):
+    """Defect 4: a CT loaded by Slicer's DICOM module has no file list of ours, only
+    DICOM.instanceUIDs; the files come from Slicer's DICOM database. An edited segment is
+    exported as MANUAL."""
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom", reason="highdicom is not installed")
+    from mediastinal_ai.io import read_ct
+
+    series = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "abdomen_ct_dicom_series"
+    if not series.is_dir():
+        pytest.skip(f"real CT samples not found at {series}")
+    vol = read_ct(series)
+    files = vol.metadata["dicom_files"]
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    # the node as Slicer's DICOM plugin leaves it: voxels + geometry + DICOM.instanceUIDs only
+    bare = Volume(vol.array, vol.spacing_xyz, vol.origin_lps, vol.direction)
+    ct = nodes.volume_to_node(scene, bare, name="CT from DICOM browser")
+    ct.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[8:12, 200:260, 200:260] = 1
+    segmentation, segment_id = nodes.mask_to_segment(scene, mask, ct)
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    monkeypatch.setattr(slicer, "dicomDatabase", _FakeDicomDatabase(dict(zip(uids, files))), raising=False)
+    out = tmp_path / "seg.dcm"
+    logic.exportDicomSeg(segmentation, segment_id, ct, str(out))
+    ds = pydicom.dcmread(out)
+    assert ds.Modality == "SEG"
+    ref = ds.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
+    assert ds.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    # edit it as Segment Editor would: exported as MANUAL now
+    logic.watchEdits(segmentation)
+    img = slicer.vtkOrientedImageData()
+    segmentation.GetBinaryLabelmapRepresentation(segment_id, img)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(img, segmentation, segment_id)
+    logic.exportDicomSeg(segmentation, segment_id, ct, str(out))
+    assert pydicom.dcmread(out).SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    # a database that lost files: one clear message
+    monkeypatch.setattr(slicer, "dicomDatabase", _FakeDicomDatabase({}), raising=False)
+    from mediastinal_ai.errors import InputError
+
+    with pytest.raises(InputError, match="not in Slicer's DICOM database"):
+        logic.exportDicomSeg(segmentation, segment_id, ct, str(tmp_path / "x.dcm"))
+    assert not (tmp_path / "x.dcm").exists()
