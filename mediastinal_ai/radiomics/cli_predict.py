@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
           f"(model {result['model']['label']})")
     for f in sorted(result["features"], key=lambda r: -abs(r["contribution"]))[:10]:
         print(f"  {f['feature']:60s} value {f['value']:12.4g}  contribution {f['contribution']:+.3f}")
-    if result.get("warning"):
-        print(f"warning: {result['warning']}")
+    for w in result.get("warnings") or ([result["warning"]] if result.get("warning") else []):
+        print(f"warning: {w}")
     print(f"wrote {args.out}")
     return 0

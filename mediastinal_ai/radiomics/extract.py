@@ -263,3 +263,95 @@ def package_versions() -> dict[str, str]:
 
 def finite_or_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ----------------------------------------------------------------------------- table ↔ parameters
+def table_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """The ``<stem>.json`` sidecar :func:`extract_cohort` writes beside a feature table, or None."""
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        d = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"feature table sidecar is unreadable ({e})", side) from e
+    return d if isinstance(d, dict) else None
+
+
+def _image_type_key(name: str) -> str:
+    """'LoG' → 'log', 'LBP3D' → 'lbp', 'SquareRoot' → 'squareroot' (the column-name prefix family)."""
+    k = name.lower()
+    return "lbp" if k.startswith("lbp") else k
+
+
+def columns_match_params(columns: Sequence[str], params: dict[str, Any]) -> list[str]:
+    """Reasons the feature columns cannot come from ``params`` (empty list = consistent).
+
+    Checked from the names alone: the image types (``original_``, ``log-sigma-…``, ``wavelet-…``)
+    and the LoG sigmas. Used when a table has no sidecar recording its parameters.
+    """
+    import re
+
+    feats = [c for c in columns if c not in ID_COLUMNS]
+    families = {_image_type_key(re.split(r"[-_]", c, maxsplit=1)[0]) for c in feats}
+    wanted = {_image_type_key(t) for t in (params.get("imageType") or {})}
+    problems = []
+    if families - wanted:
+        problems.append(f"the table has {sorted(families - wanted)} features the parameters do not enable")
+    if wanted - families:
+        problems.append(f"the parameters enable {sorted(wanted - families)} which the table lacks")
+    log_cfg = (params.get("imageType") or {}).get("LoG") or {}
+    if "log" in families & wanted and log_cfg.get("sigma"):
+        have = {m.group(1) for c in feats if (m := re.match(r"log-sigma-([0-9]+-[0-9]+)-mm", c))}
+        want = {f"{float(s):.1f}".replace(".", "-") for s in log_cfg["sigma"]}
+        if have != want:
+            problems.append(f"LoG sigmas differ (table {sorted(have)}, parameters {sorted(want)})")
+    return problems
+
+
+def params_for_table(features: str | Path, params: str | Path | dict[str, Any] | None) -> dict[str, Any]:
+    """The parameter set a feature table was extracted with; refuses a mismatch with ``params``.
+
+    Why: ``train-radiomics --features`` used to ignore the table's parameters, so a table
+    extracted with the demo settings trained a model whose card named the paper settings, and
+    ``predict-radiomics`` then extracted other features than the model had seen — silently.
+
+    * The sidecar (``features.json``) records parameters and hash: ``params=None`` adopts them;
+      given ``params`` must have the same hash, or this raises :class:`InputError`.
+    * Without a sidecar the parameters cannot be known: ``params`` must be given, and the
+      feature names must fit it (image types, LoG sigmas).
+    """
+    side = table_sidecar(features)
+    if side is not None and isinstance(side.get("params"), dict):
+        table_p = load_params(side["params"])
+        table_hash = params_hash(table_p)
+        recorded = side.get("params_hash")
+        if recorded and recorded != table_hash:
+            raise InputError(f"feature table sidecar is inconsistent: its params_hash {recorded} does not match "
+                             f"its parameters ({table_hash}); re-extract the features",
+                             Path(features).with_suffix(".json"))
+        if params is None:
+            log.info("feature table %s: using its extraction parameters (hash %s)", features, table_hash)
+            return table_p
+        given = load_params(params)
+        if params_hash(given) != table_hash:
+            raise InputError(
+                f"the feature table was extracted with other radiomics parameters (hash {table_hash}, recorded in "
+                f"{Path(features).with_suffix('.json').name}) than --params {params} (hash {params_hash(given)}); "
+                "a model trained on it would extract different features at prediction time. Re-extract with "
+                "these parameters, or omit --params to train with the table's own", features)
+        return given
+    if params is None:
+        raise InputError(f"the feature table has no sidecar ({Path(features).with_suffix('.json').name}) recording "
+                         "its extraction parameters; pass --params with the parameter file it was extracted with",
+                         features)
+    given = load_params(params)
+    import pandas as pd
+
+    cols = (list(pd.read_parquet(features).columns) if Path(features).suffix == ".parquet"
+            else list(pd.read_csv(features, nrows=0).columns))
+    problems = columns_match_params(cols, given)
+    if problems:
+        raise InputError("the feature table does not fit --params: " + "; ".join(problems), features)
+    log.warning("feature table %s has no sidecar: trusting --params (image types and LoG sigmas checked)", features)
+    return given

@@ -17,6 +17,18 @@ def _as_model(model: Any) -> RadiomicsModel:
     return model if isinstance(model, RadiomicsModel) else load_model(model)
 
 
+def check_card_params(m: RadiomicsModel) -> None:
+    """Refuse a card whose recorded parameter hash does not match its parameters (an edited card
+    would extract other features than the model was trained on)."""
+    from .params import load_params, params_hash
+
+    recorded = m.card.preprocessing.get("radiomics_params_hash")
+    if recorded and params_hash(load_params(m.params)) != recorded:
+        raise ModelError(f"the model card's radiomics parameters (hash {params_hash(load_params(m.params))}) are not "
+                         f"those it was trained with (hash {recorded}); the card was edited — reinstall the model",
+                         m.path)
+
+
 def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: ProgressCallback | None = None,
                  source: str | Path | None = None) -> dict[str, Any]:
     """Extract the model's features (with the model's own parameter file) and predict.
@@ -32,12 +44,19 @@ def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: Progr
     from .pipeline import contributions
 
     m = _as_model(model)
+    check_card_params(m)
     report(progress, 0.05, "extracting radiomics features")
     feats = extract_features(ct, mask, m.params, source=source)
     missing = [f for f in m.input_features if f not in feats]
     if missing:
         raise ModelError(f"the extraction did not produce {len(missing)} features the model needs "
                          f"(e.g. {missing[:3]}): parameter file and model do not match", m.path)
+    warnings = []
+    unseen = sorted(set(feats) - set(m.input_features))
+    if unseen:
+        # Same names would be fine; new names mean these parameters are not the training ones.
+        warnings.append(f"the model's parameters produced {len(unseen)} features the model was not trained on "
+                        f"(e.g. {unseen[:2]}): the card's parameters may not be those of its training features")
     report(progress, 0.9, "predicting")
     X = pd.DataFrame([[feats[f] for f in m.input_features]], columns=m.input_features, index=["case"])
     p = float(m.pipeline.predict_proba(X)[0, 1])
@@ -55,6 +74,7 @@ def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: Progr
     }
     if m.card.demo:
         result["warning"] = DEMO_DISCLAIMER
+    result["warnings"] = ([DEMO_DISCLAIMER] if m.card.demo else []) + warnings
     report(progress, 1.0, f"P(high risk) = {p:.2f}")
     return result
 

@@ -42,6 +42,10 @@ class TrainResult:
     selected: list[str]
     selection: dict[str, Any]
     icc: dict[str, float] = field(default_factory=dict)
+    # per classifier: out-of-fold CV probabilities on the training cases (train_ids order) and
+    # held-out test probabilities (test_ids order): the prediction tables for --threshold-from
+    cv_predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    test_predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def split_readers(table: Any) -> tuple[Any, Any | None]:
@@ -89,6 +93,8 @@ def train_models(table: Any, labels: dict[str, str], splits: dict[str, str | Non
                                "n_train": len(train_ids), "n_test": len(test_ids),
                                "n_train_high": int(ytr.sum()), "n_test_high": int(yte.sum()), "models": {}}
     pipes: dict[str, Any] = {}
+    cv_preds: dict[str, np.ndarray] = {}
+    test_preds: dict[str, np.ndarray] = {}
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     for i, name in enumerate(classifiers):
         report(progress, i / len(classifiers), f"training {CLASSIFIER_NAMES[name]}")
@@ -103,13 +109,48 @@ def train_models(table: Any, labels: dict[str, str], splits: dict[str, str | Non
                                    "test": binary_metrics(yte, test_p, 0.5),
                                    "n_selected": len(selected_features(pipe))}
         pipes[name] = pipe
+        cv_preds[name], test_preds[name] = cv_p, test_p
         log.info("%s: CV AUC %.3f, test AUC %s", name, metrics["models"][name]["cv_auc_train"]["value"] or float("nan"),
                  metrics["models"][name]["test"]["auc"]["value"])
     main = pipes[classifiers[0]]
     report(progress, 1.0, "trained")
     return TrainResult(pipelines=pipes, metrics=metrics, train_ids=train_ids, test_ids=test_ids,
                        input_features=list(r1.columns), selected=selected_features(main),
-                       selection=selection_summary(main), icc=dict(main.named_steps["stable"].icc_))
+                       selection=selection_summary(main), icc=dict(main.named_steps["stable"].icc_),
+                       cv_predictions=cv_preds, test_predictions=test_preds)
+
+
+def score_column(classifier: str) -> str:
+    """Score column of a classifier in the prediction tables (the saved SVM keeps the batch's name)."""
+    return "p_high_risk_radiomics" if classifier == "svm" else f"p_high_risk_radiomics_{classifier}"
+
+
+def write_prediction_tables(res: TrainResult, labels: dict[str, str], out: Path,
+                            synthetic: bool = False) -> dict[str, Path]:
+    """``val_predictions.csv`` (5-fold out-of-fold predictions on the training cases: each case
+    scored by a model that never saw it) and ``test_predictions.csv`` (held-out test cases).
+
+    Same columns in both (``case_id, split, who_risk, high_risk, p_high_risk_radiomics, …``), so
+    ``evaluate --predictions test_predictions.csv --label-col high_risk --score-col
+    p_high_risk_radiomics --threshold-from val_predictions.csv`` runs as written.
+    """
+    import pandas as pd
+
+    from ..fileio import atomic_path
+
+    paths = {}
+    for kind, ids, preds, split in (("val", res.train_ids, res.cv_predictions, "train (5-fold out-of-fold)"),
+                                    ("test", res.test_ids, res.test_predictions, "test")):
+        df = pd.DataFrame({"case_id": ids, "split": split, "who_risk": [labels[c] for c in ids],
+                           "high_risk": [LABELS[labels[c]] for c in ids]})
+        for name, p in preds.items():
+            df[score_column(name)] = np.round(np.asarray(p, float), 6)
+        df["synthetic"] = bool(synthetic)
+        path = out / f"{kind}_predictions.csv"
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        paths[kind] = path
+    return paths
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
@@ -129,18 +170,24 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
                     params: str | Path | dict[str, Any] | None = None, features: str | Path | None = None,
                     work_dir: str | Path | None = None, workers: int | None = None, seed: int = 0,
                     max_features: int | None = None, demo: bool = False, description: str = "",
-                    progress: ProgressCallback | None = None) -> Path:
-    """Extract (or read) features, train, evaluate, save ``<out>/<name>.skops`` + card. Returns the card path."""
+                    progress: ProgressCallback | None = None, classifiers: tuple[str, ...] = CLASSIFIERS) -> Path:
+    """Extract (or read) features, train, evaluate, save ``<out>/<name>.skops`` + card. Returns the card path.
+
+    With ``features`` (a table from ``extract-radiomics``) the parameters are the table's own
+    (from its sidecar); ``params`` given as well must match them (:func:`.extract.params_for_table`),
+    so the card always names the parameters the model's features were extracted with. Also
+    writes ``val_predictions.csv`` and ``test_predictions.csv`` (:func:`write_prediction_tables`).
+    """
     from ..cohort import read_manifest
     from ..fileio import atomic_write_text, provenance
     from ..models.card import ModelCard, write_card_for
-    from .extract import extract_cohort, package_versions, read_table
+    from .extract import extract_cohort, package_versions, params_for_table, read_table
     from .model_io import save_pipeline
-    from .params import load_params
+    from .params import load_params, params_hash
     from .stability import ICC_TYPE
 
     out = Path(out_dir)
-    p = load_params(params)
+    p = load_params(params) if features is None else params_for_table(features, params)
     cases = read_manifest(manifest)
     labels = {c.case_id: c.who_risk for c in cases if c.who_risk in LABELS}
     if not labels:
@@ -152,8 +199,10 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
         table, features_path = ext["table"], ext["parquet"] or ext["csv"]
     else:
         table, features_path = read_table(features), Path(features)
+    if classifiers[0] != "svm":
+        raise InputError("the saved model is the SVM: 'svm' must be the first classifier")
     res = train_models(table, labels, {c.case_id: c.split for c in cases}, seed=seed, max_features=max_features,
-                       progress=lambda f, m: report(progress, 0.7 + 0.28 * f, m))
+                       classifiers=classifiers, progress=lambda f, m: report(progress, 0.7 + 0.28 * f, m))
     weights = save_pipeline(res.pipelines["svm"], out / f"{name}.skops")
     synthetic = all(c.synthetic for c in cases)
     card = ModelCard(
@@ -162,7 +211,8 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
                                    "Pearson abs(r) > 0.9 redundancy filter", "standardisation",
                                    "LassoCV (5-fold) selection", "SMOTE 1:1", "SVM RBF (Platt-calibrated)"],
                       "classifier": "svm", "icc_type": ICC_TYPE, "selection": res.selection},
-        preprocessing={"radiomics_params": p, "window": p["preprocessing"]["window"],
+        preprocessing={"radiomics_params": p, "radiomics_params_hash": params_hash(p),
+                       "window": p["preprocessing"]["window"],
                        "note": "CT clipped to the window before pyradiomics; features from the tumour mask"},
         input_schema={"features": res.input_features, "n_features": len(res.input_features),
                       "selected_features": res.selected},
@@ -179,4 +229,5 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
     )
     card_path = write_card_for(weights, card)
     atomic_write_text(out / f"{name}.metrics.md", metrics_table(res.metrics) + "\n")
+    write_prediction_tables(res, labels, out, synthetic=synthetic)
     return card_path
