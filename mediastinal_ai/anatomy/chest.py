@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,42 @@ class ChestAnatomy:
     def summary(self) -> dict[str, Any]:
         return {"covers_mediastinum": self.covers_mediastinum, "chest_extent_mm": round(self.chest_extent_mm, 1),
                 "warnings": list(self.warnings), **self.stats}
+
+    # What a result folder keeps so that re-thresholding later (CLI, Slicer) drops the same
+    # components and names the same compartments as the first run, without the CT's anatomy step.
+    FILES = {"labels": "anatomy_labels.nrrd", "envelope": "mediastinal_envelope.nrrd"}
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        from ..io import write_image
+
+        out = {k: Path(folder) / name for k, name in self.FILES.items()}
+        write_image(self.labels, out["labels"])
+        write_image(self.envelope, out["envelope"])
+        return out
+
+    @classmethod
+    def from_volumes(cls, labels: Volume, envelope: Volume, summary: dict[str, Any] | None = None) -> ChestAnatomy:
+        s = dict(summary or {})
+        covers = bool(s.pop("covers_mediastinum", True))
+        extent = float(s.pop("chest_extent_mm", 0.0))
+        warnings = list(s.pop("warnings", []))
+        lab = labels.with_array(np.asarray(labels.array, np.uint8), units="label")
+        env = envelope.with_array((np.asarray(envelope.array) > 0).astype(np.uint8), units="label")
+        if lab.shape != env.shape:
+            raise ValueError(f"anatomy labels {lab.shape} and envelope {env.shape} differ in shape")
+        return cls(labels=lab, envelope=env, covers_mediastinum=covers, chest_extent_mm=extent, warnings=warnings,
+                   stats=s)
+
+    @classmethod
+    def load(cls, folder: str | Path, summary: dict[str, Any] | None = None) -> ChestAnatomy | None:
+        """The anatomy a result folder holds, or None when it has none (older results, or a run
+        without the anatomy step)."""
+        from ..io import read_image
+
+        paths = {k: Path(folder) / name for k, name in cls.FILES.items()}
+        if not all(p.is_file() for p in paths.values()):
+            return None
+        return cls.from_volumes(read_image(paths["labels"]), read_image(paths["envelope"]), summary)
 
 
 def _lookup(vol: Volume, lps: np.ndarray, default: int) -> np.ndarray:

@@ -75,8 +75,15 @@ def place_in_study(scene: Any, node: Any, volume_node: Any) -> None:
         return
     ct_item = sh.GetItemByDataNode(volume_node)
     parent = sh.GetItemParent(ct_item) if ct_item else 0
+    if not parent or parent == sh.GetSceneItemID():
+        return
     item = sh.GetItemByDataNode(node)
-    if parent and item and parent != sh.GetSceneItemID() and sh.GetItemParent(item) != parent:
+    if not item:
+        # In the Slicer app the subject-hierarchy plugin logic gives every new data node an item
+        # under the scene at once (qSlicerSubjectHierarchyPluginLogic::onNodeAdded); without it
+        # (slicer-core, scripts) the node has none yet, so it is created under the study here.
+        sh.CreateItem(parent, node)
+    elif sh.GetItemParent(item) != parent:
         sh.SetItemParent(item, parent)
 
 
@@ -121,54 +128,100 @@ def show_3d(segmentation_node: Any, show: bool = True) -> None:
         display.SetVisibility3D(bool(show))
 
 
+#: node references from the probability node to what re-thresholding needs besides it
+REF_UNCERTAINTY = "MediastinalAIUncertainty"
+REF_ANATOMY_LABELS = "MediastinalAIAnatomyLabels"
+REF_ENVELOPE = "MediastinalAIMediastinalEnvelope"
+ATTR_ANATOMY = "MediastinalAI.anatomy"  # JSON: ChestAnatomy.summary() (coverage, contrast, warnings)
+ATTR_RESTRICT = "MediastinalAI.restrictToMediastinum"
+LESION_COLUMNS = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_L_mm", "centroid_P_mm", "centroid_S_mm",
+                  "mean_hu", "max_probability", "compartment", "confidence", "review", "review_reasons"]
+
+
 def _lesion_records(lesions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def num(v: Any) -> float:
+        return float(v) if v is not None else float("nan")
+
     recs = []
     for r in lesions:
         c = r.get("centroid_lps_mm") or [np.nan] * 3
         recs.append({"lesion_id": int(r["lesion_id"]), "volume_ml": float(r["volume_ml"]),
                      "max_diameter_mm": float(r["max_diameter_mm"]), "centroid_L_mm": float(c[0]),
                      "centroid_P_mm": float(c[1]), "centroid_S_mm": float(c[2]), "mean_hu": float(r["mean_hu"]),
-                     "max_probability": float(r["max_probability"]) if r.get("max_probability") is not None
-                     else float("nan")})
+                     "max_probability": num(r.get("max_probability")), "compartment": str(r.get("compartment", "")),
+                     "confidence": num(r.get("confidence")), "review": "yes" if r.get("review") else "no",
+                     "review_reasons": str(r.get("review_reasons", ""))})
     return recs
 
 
+def _referenced(scene: Any, node: Any, role: str) -> Any:
+    nid = node.GetNodeReferenceID(role) if node is not None else None
+    return scene.GetNodeByID(nid) if nid else None
+
+
 def _publish(scene: Any, volume_node: Any, probability, mask, lesions, threshold: float, model_label: str,
-             segmentation_node: Any = None, probability_node: Any = None, table_node: Any = None) -> dict[str, Any]:
+             segmentation_node: Any = None, probability_node: Any = None, table_node: Any = None, *,
+             uncertainty=None, anatomy=None, restrict: bool = True) -> dict[str, Any]:
     with _automatic_write(segmentation_node):
         seg_node, segment_id = nodes.mask_to_segment(scene, mask, volume_node, segmentation_node=segmentation_node)
     seg_node.SetAttribute("MediastinalAI.model", model_label)
     seg_node.SetAttribute(ATTR_EDITED, "0")
     place_in_study(scene, seg_node, volume_node)
+    name = volume_node.GetName()
     prob_node = nodes.probability_to_node(scene, probability, reference=volume_node, node=probability_node,
-                                          name=f"{volume_node.GetName()} tumor probability")
+                                          name=f"{name} tumor probability")
     prob_node.SetAttribute(ATTR_THRESHOLD, f"{threshold:g}")
-    cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_L_mm", "centroid_P_mm", "centroid_S_mm", "mean_hu",
-            "max_probability"]
-    table = nodes.records_to_table(scene, _lesion_records(lesions), name=f"{volume_node.GetName()} lesions",
-                                   node=table_node, columns=cols, attributes={"MediastinalAI.model": model_label})
+    prob_node.SetAttribute(ATTR_RESTRICT, "1" if restrict else "0")
+    if uncertainty is not None:  # SD over the mirrored passes: where the model is unsure, for review
+        unc_node = nodes.probability_to_node(scene, uncertainty, reference=volume_node, role="uncertainty",
+                                             node=_referenced(scene, prob_node, REF_UNCERTAINTY),
+                                             name=f"{name} tumor uncertainty")
+        prob_node.SetNodeReferenceID(REF_UNCERTAINTY, unc_node.GetID())
+    if anatomy is not None:  # coarse and hidden: kept so a re-threshold drops the same components
+        for role, vol, what in ((REF_ANATOMY_LABELS, anatomy.labels, "chest anatomy"),
+                                (REF_ENVELOPE, anatomy.envelope, "mediastinal envelope")):
+            n = nodes.volume_to_node(scene, vol, name=f"{name} {what} (coarse)", role="anatomy",
+                                     node=_referenced(scene, prob_node, role))
+            nodes.hide_from_slice_views(scene, n)
+            prob_node.SetNodeReferenceID(role, n.GetID())
+        prob_node.SetAttribute(ATTR_ANATOMY, json.dumps(anatomy.summary(), default=str))
+    table = nodes.records_to_table(scene, _lesion_records(lesions), name=f"{name} lesions",
+                                   node=table_node, columns=LESION_COLUMNS, attributes={"MediastinalAI.model": model_label})
     return {"segmentation_node": seg_node, "segment_id": segment_id, "probability_node": prob_node,
             "table_node": table, "lesions": lesions, "threshold": threshold, "model": model_label}
 
 
 def segment_tumor(scene: Any, volume_node: Any, model: Any = None, threshold: float = 0.5,
                   roi_lps: tuple[float, ...] | None = None, device: str = "auto", progress: Any = None,
-                  cancel: Any = None) -> dict[str, Any]:
+                  cancel: Any = None, **kw: Any) -> dict[str, Any]:
     """In-process segmentation of a CT volume node (the batch/headless path; the GUI runs the
-    same code in a child process and calls :func:`import_result`)."""
+    same code in a child process and calls :func:`import_result`). ``kw``: ``tta``, ``crop``,
+    ``restrict_to_mediastinum`` of :func:`~mediastinal_ai.segmentation.segment_volume`."""
     from ..models import resolve
     from ..segmentation import load_model, segment_volume
 
     ct = nodes.node_to_volume(volume_node, units="HU")
     m = load_model(resolve(model, task="segmentation"), device=device)
-    res = segment_volume(ct, m, threshold=threshold, roi_lps=roi_lps, progress=progress, cancel=cancel)
-    return _publish(scene, volume_node, res.probability, res.mask, res.lesions, threshold, m.label)
+    res = segment_volume(ct, m, threshold=threshold, roi_lps=roi_lps, progress=progress, cancel=cancel, **kw)
+    return _publish(scene, volume_node, res.probability, res.mask, res.lesions, threshold, m.label,
+                    uncertainty=res.uncertainty, anatomy=res.chest,
+                    restrict=bool(res.params.get("restrict_to_mediastinum", True)))
+
+
+def _on_grid(vol, ct, what: str, d: Path):
+    if vol.shape != ct.shape:
+        raise InputError(f"{what} shape {vol.shape} does not match the CT {ct.shape}", d)
+    return ct.with_array(vol.array.astype(np.float32), units="probability")
 
 
 def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshold: float | None = None) -> dict[str, Any]:
-    """Load a ``mediastinal-ai segment`` output folder into the scene (re-thresholded if asked)."""
+    """Load a ``mediastinal-ai segment`` output folder into the scene (re-thresholded if asked).
+
+    The segment is rebuilt from the probability map with the run's own post-processing (the
+    saved anatomy, so components outside the mediastinum are dropped as in ``mask.nrrd``)."""
+    from ..anatomy import ChestAnatomy
     from ..io import read_image
-    from ..segmentation import postprocess
+    from ..segmentation.inference import postprocess_full
 
     d = Path(result_dir)
     for name in ("probability.nrrd", "result.json"):
@@ -176,19 +229,25 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
             raise InputError(f"segmentation result is incomplete: {name} missing", d)
     info = json.loads((d / "result.json").read_text(encoding="utf-8"))
     ct = nodes.node_to_volume(volume_node, units="HU")
-    prob = read_image(d / "probability.nrrd")
-    if prob.shape != ct.shape:
-        raise InputError(f"probability map shape {prob.shape} does not match the CT {ct.shape}", d)
-    prob = ct.with_array(prob.array.astype(np.float32), units="probability")
+    prob = _on_grid(read_image(d / "probability.nrrd"), ct, "probability map", d)
+    unc = _on_grid(read_image(d / "uncertainty.nrrd"), ct, "uncertainty map", d) \
+        if (d / "uncertainty.nrrd").is_file() else None
+    anatomy = ChestAnatomy.load(d, info.get("anatomy"))
+    params = info.get("params") or {}
+    restrict = bool(params.get("restrict_to_mediastinum", True))
     t = float(info.get("threshold", 0.5) if threshold is None else threshold)
-    mask, _, lesions = postprocess(ct, prob, t)
-    return _publish(scene, volume_node, prob, mask, lesions, t, str(info.get("model", "")))
+    mask, _, lesions, _ = postprocess_full(ct, prob, t, params.get("roi_lps"), anatomy=anatomy, uncertainty=unc,
+                                           restrict_to_mediastinum=restrict)
+    return _publish(scene, volume_node, prob, mask, lesions, t, str(info.get("model", "")), uncertainty=unc,
+                    anatomy=anatomy, restrict=restrict)
 
 
 def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segment_id: str, threshold: float,
                 table_node: Any = None) -> dict[str, Any]:
-    """New threshold on the stored probability map: segment and lesion table are replaced in place."""
-    from ..segmentation import postprocess
+    """New threshold on the stored probability map: segment and lesion table are replaced in place
+    (with the same mediastinum restriction and lesion columns as the first run)."""
+    from ..anatomy import ChestAnatomy
+    from ..segmentation.inference import postprocess_full
 
     prob = nodes.node_to_volume(probability_node, units="probability")
     ct_like = prob.with_array(np.zeros(prob.shape, np.int16), units="HU")
@@ -196,16 +255,24 @@ def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segme
     ref = scene.GetNodeByID(ref_id) if ref_id else None
     if ref is not None:
         ct_like = nodes.node_to_volume(ref, units="HU")
-    mask, _, lesions = postprocess(ct_like, prob, float(threshold))
+    unc_node = _referenced(scene, probability_node, REF_UNCERTAINTY)
+    unc = nodes.node_to_volume(unc_node, units="probability") if unc_node is not None else None
+    lab_node = _referenced(scene, probability_node, REF_ANATOMY_LABELS)
+    env_node = _referenced(scene, probability_node, REF_ENVELOPE)
+    anatomy = None
+    if lab_node is not None and env_node is not None:
+        summary = json.loads(probability_node.GetAttribute(ATTR_ANATOMY) or "{}")
+        anatomy = ChestAnatomy.from_volumes(nodes.node_to_volume(lab_node), nodes.node_to_volume(env_node), summary)
+    restrict = probability_node.GetAttribute(ATTR_RESTRICT) != "0"
+    mask, _, lesions, _ = postprocess_full(ct_like, prob, float(threshold), anatomy=anatomy, uncertainty=unc,
+                                           restrict_to_mediastinum=restrict)
     with _automatic_write(segmentation_node):
         nodes.mask_to_segment(scene, mask, ref if ref is not None else probability_node,
                               segmentation_node=segmentation_node, segment_id=segment_id)
     segmentation_node.SetAttribute(ATTR_EDITED, "0")
     probability_node.SetAttribute(ATTR_THRESHOLD, f"{float(threshold):g}")
-    cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_L_mm", "centroid_P_mm", "centroid_S_mm", "mean_hu",
-            "max_probability"]
     if table_node is not None:
-        nodes.records_to_table(scene, _lesion_records(lesions), node=table_node, columns=cols)
+        nodes.records_to_table(scene, _lesion_records(lesions), node=table_node, columns=LESION_COLUMNS)
     return {"segmentation_node": segmentation_node, "segment_id": segment_id, "lesions": lesions,
             "table_node": table_node, "threshold": float(threshold)}
 

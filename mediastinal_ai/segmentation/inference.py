@@ -39,6 +39,7 @@ class SegmentationResult:
     anatomy: dict[str, Any] = field(default_factory=dict)  # ChestAnatomy.summary()
     dropped: list[dict[str, Any]] = field(default_factory=list)  # components outside the mediastinum
     warnings: list[str] = field(default_factory=list)
+    chest: ChestAnatomy | None = None  # the anatomy itself (saved so re-thresholding drops the same components)
 
 
 @dataclass
@@ -310,7 +311,7 @@ def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: t
                                "min_inside_fraction": MIN_INSIDE_FRACTION, "plan": model.plan.to_dict(),
                                "inference": maps.info},
                               uncertainty=maps.uncertainty, anatomy=anat, dropped=dropped,
-                              warnings=list(anat.get("warnings", [])))
+                              warnings=list(anat.get("warnings", [])), chest=maps.anatomy)
 
 
 def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | None = None) -> dict[str, Path]:
@@ -329,6 +330,8 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
     if result.uncertainty is not None:
         paths["uncertainty"] = out / "uncertainty.nrrd"
         write_image(result.uncertainty, paths["uncertainty"])
+    if result.chest is not None:
+        paths.update({f"anatomy_{k}": v for k, v in result.chest.save(out).items()})
     cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_lps_mm", "mean_hu", "max_probability", "voxels",
             "compartment", "inside_mediastinum", "confidence", "mean_uncertainty", "review", "review_reasons"]
     with atomic_path(paths["lesions"]) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
