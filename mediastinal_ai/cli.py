@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-fusion": ("mediastinal_ai.fusion.cli_train", "train the CT + CTC fusion model (DMFN) and its CT-only baseline"),
     "predict-fusion": ("mediastinal_ai.fusion.cli_predict", "benign/malignant and lesion class from CT + CTC"),
     "evaluate": ("mediastinal_ai.evaluation.cli", "ROC/AUC with DeLong CIs and tests, threshold metrics"),
+    "table1": ("mediastinal_ai.evaluation.cli_table1", "baseline characteristics table of a cohort (Table 1)"),
     "report": ("mediastinal_ai.evaluation.cli_report", "per-case or cohort report (HTML and PDF)"),
     "run": ("mediastinal_ai.batch.cli", "run steps over a whole cohort (resumable, Dask)"),
 }

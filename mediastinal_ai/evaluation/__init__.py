@@ -11,6 +11,7 @@ from .roc import (
     AucResult,
     DelongTest,
     MulticlassAucResult,
+    auc_caveats,
     auc_score,
     check_binary,
     delong_test,
@@ -21,7 +22,7 @@ from .roc import (
 from .thresholds import metrics_rows, threshold_metrics, wilson_ci, youden_threshold
 
 __all__ = [
-    "AucResult", "DelongTest", "MulticlassAucResult", "auc_score", "brier_score", "calibration_curve",
+    "AucResult", "DelongTest", "MulticlassAucResult", "auc_caveats", "auc_score", "brier_score", "calibration_curve",
     "check_binary", "delong_test", "metrics_rows", "multiclass_auc", "net_benefit", "roc_auc_ci", "roc_curve",
     "threshold_metrics", "wilson_ci", "youden_threshold",
 ]

@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "study against --score-col")
     p.add_argument("--aided", nargs="*", default=[], metavar="READER=COLUMN",
                    help="the same readers' aided (with AI) columns, e.g. R1=R1_aided")
+    p.add_argument("--reader-group", nargs="*", default=[], metavar="GROUP=R1,R2,...",
+                   help="reader groups for the Table-3 layout, e.g. junior=R1,R2,R3 senior=R4,R5,R6")
+    p.add_argument("--table1-by", metavar="COLUMN", help="also write table1.csv (baseline characteristics) of the "
+                   "table's other columns by this group column")
     p.add_argument("--reader-threshold", type=float, help="cut-off for reader scales (score ≥ cut-off = positive)")
     p.add_argument("--froc", metavar="CSV", help="froc.csv from 'evaluate-seg' to plot in the report")
     p.add_argument("--training-log", nargs="*", default=[], metavar="CSV", help="training_log.csv files to plot")
@@ -49,12 +53,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--aided expects READER=COLUMN, got {item!r}")
         r, c = item.split("=", 1)
         aided[r] = c
+    groups = {}
+    for item in args.reader_group:
+        if "=" not in item:
+            raise InputError(f"--reader-group expects GROUP=R1,R2,..., got {item!r}")
+        g, members = item.split("=", 1)
+        groups[g] = [m for m in members.split(",") if m]
     summary = evaluate_predictions(df, args.label_col, cols, args.out, threshold=args.threshold, threshold_df=thr_df,
                                    ci_method=args.ci, title=args.title or Path(args.predictions).name,
                                    synthetic=synthetic, demo=args.demo, predictions_name=str(args.predictions),
                                    report=not args.no_report, readers=args.readers, aided=aided,
                                    reader_threshold=args.reader_threshold, froc_table=args.froc,
-                                   training_logs=args.training_log)
+                                   training_logs=args.training_log, reader_groups=groups,
+                                   table1_group=args.table1_by)
     print(auc_table(summary))
     print(summary["threshold_note"])
     print(f"written to {args.out}")

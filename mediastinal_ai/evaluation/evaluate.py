@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileio import atomic_path, atomic_write_json, provenance
 from .calibration import brier_score, calibration_curve, net_benefit
-from .roc import check_binary, delong_test, roc_auc_ci
+from .roc import auc_caveats, check_binary, delong_test, roc_auc_ci
 from .thresholds import metrics_rows, threshold_metrics, youden_threshold
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
                          predictions_name: str = "", report: bool = True, readers: list[str] | None = None,
                          aided: dict[str, str] | None = None, reader_threshold: float | None = None,
                          froc_table: str | Path | None = None,
-                         training_logs: list[str | Path] | None = None) -> dict[str, Any]:
+                         training_logs: list[str | Path] | None = None,
+                         reader_groups: dict[str, list[str]] | None = None,
+                         table1_group: str | None = None) -> dict[str, Any]:
     """Compute everything, write summary.json, metrics.csv, predictions.csv, plots (PNG+SVG) and
     cohort_report.html/.pdf into ``out_dir``; return the summary.
 
@@ -80,7 +82,9 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
 
     ``readers``: reader score/call columns (``aided``: reader → aided column) for a reader study
     against the first score column; ``froc_table``: ``froc.csv`` of ``evaluate-seg`` to plot;
-    ``training_logs``: ``training_log.csv`` files to plot.
+    ``training_logs``: ``training_log.csv`` files to plot; ``reader_groups``: group name → reader
+    columns (e.g. junior/senior) for the Table-3 layout; ``table1_group``: a column of the table
+    by which a baseline-characteristics table (``table1.csv``) is made.
     """
     import pandas as pd
 
@@ -99,7 +103,8 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
     for c, s in score_map.items():
         r = roc_auc_ci(y, s, method=ci_method)
         summary["auc"].append({"model": c, "auc": r.auc, "ci_low": r.ci_low, "ci_high": r.ci_high, "se": r.se,
-                               "method": r.method})
+                               "method": r.method, "n_pos": r.n_pos, "n_neg": r.n_neg,
+                               "caveats": auc_caveats(y, s, r)})
     summary["comparisons"] = []
     for i, a in enumerate(score_cols):
         for b in score_cols[i + 1:]:
@@ -130,6 +135,17 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
         metric_rows += [{"model": c, "threshold": thr, **r} for r in rows]
         plots.save_figure(plots.plot_confusion(m["tp"], m["fp"], m["tn"], m["fn"],
                                                title=f"{c} at threshold {thr:.3g}"), out / f"confusion_{_safe(c)}")
+    summary["mcnemar"] = []
+    for i, a in enumerate(score_cols):
+        for b in score_cols[i + 1:]:
+            from .paired import mcnemar_paired
+
+            ca = (score_map[a] >= summary["thresholds"][a]).astype(int)
+            cb = (score_map[b] >= summary["thresholds"][b]).astype(int)
+            for what, r in mcnemar_paired(y, ca, cb).items():
+                summary["mcnemar"].append({"comparison": f"{a} vs {b}", "metric": what, "value_a": r["value_a"],
+                                           "value_b": r["value_b"], "b": r["b"], "c": r["c"], "p": r["p"],
+                                           "method": r["method"]})
     summary["brier"], summary["calibration"], summary["decision_curve"] = {}, {}, {}
     for c, s in score_map.items():
         if s.min() >= 0 and s.max() <= 1:
@@ -146,6 +162,17 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
     if readers:
         summary["reader_study"] = _readers(df, y, score_map[score_cols[0]], readers, aided or {}, reader_threshold)
         summary["reader_study"]["model_column"] = score_cols[0]
+        summary["reader_table"] = _reader_table(df, y, score_map[score_cols[0]], readers, aided or {},
+                                                reader_groups or {}, reader_threshold, summary["thresholds"][score_cols[0]])
+    if table1_group:
+        from .table1 import baseline_table
+
+        skip = {*score_cols, table1_group, label_col, *(readers or []), *(aided or {}).values()}
+        t1 = baseline_table(df, table1_group, [c for c in df.columns if c not in skip])
+        with atomic_path(out / "table1.csv") as tmp:
+            t1.to_csv(tmp, index=False)
+        summary["table1"] = {"group_col": table1_group,
+                             "rows": t1.astype(object).where(t1.notna(), None).to_dict(orient="records")}
     if froc_table is not None:
         try:
             fr = pd.read_csv(froc_table)
@@ -180,14 +207,28 @@ def _readers(df, y, model_score, readers: list[str], aided: dict[str, str],
                         aided={r: df[c].to_numpy() for r, c in aided.items()}, reader_threshold=reader_threshold)
 
 
+def _reader_table(df, y, model_score, readers, aided, groups, reader_threshold, model_threshold):
+    from .readers import reader_table
+
+    return reader_table(y, {r: df[r].to_numpy() for r in readers},
+                        aided={r: df[c].to_numpy() for r, c in aided.items()}, groups=groups,
+                        model_score=model_score, reader_threshold=reader_threshold, model_threshold=model_threshold)
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
 def auc_table(summary: dict[str, Any]) -> str:
-    lines = [f"{r['model']}: AUC {r['auc']:.3f} (95% CI {r['ci_low']:.3f}–{r['ci_high']:.3f})" for r in summary["auc"]]
+    lines = []
+    for r in summary["auc"]:
+        lines.append(f"{r['model']}: AUC {r['auc']:.3f} (95% CI {r['ci_low']:.3f}–{r['ci_high']:.3f}; "
+                     f"{r.get('n_pos', '?')} positive / {r.get('n_neg', '?')} negative)")
+        lines += [f"  caution: {c}" for c in r.get("caveats", [])]
     lines += [f"{r['comparison']}: ΔAUC {r['auc_diff']:+.3f}, z {r['z']:.2f}, p {r['p']:.4f}"
               for r in summary["comparisons"]]
+    lines += [f"{r['comparison']} {r['metric']}: {r['value_a']:.3f} vs {r['value_b']:.3f}, McNemar p {r['p']:.3g}"
+              for r in summary.get("mcnemar", [])]
     return "\n".join(lines)
 
 

@@ -438,8 +438,15 @@ def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None)
     s = doc.section("Cohort")
     s.append(("text", f"{summary.get('n')} cases ({summary.get('n_pos')} positive, {summary.get('n_neg')} negative); "
                       f"labels: {summary.get('label_col')}; predictions: {summary.get('predictions')}"))
+    if summary.get("table1"):
+        s.append(("text", f"Baseline characteristics by {summary['table1']['group_col']} (table1.csv): "
+                          "mean ± SD when Shapiro–Wilk keeps normality in every group, else median (IQR)"))
+        s.append(("table", [{k: _fmt(v) for k, v in r.items()} for r in summary["table1"]["rows"]]))
     s = doc.section("Discrimination (AUC, 95% CI)")
-    s.append(("table", summary.get("auc", [])))
+    s.append(("table", [{k: v for k, v in r.items() if k != "caveats"} for r in summary.get("auc", [])]))
+    for r in summary.get("auc", []):
+        for c in r.get("caveats", []):
+            s.append(("text", f"Caution ({r['model']}): {c}"))
     if summary.get("multiclass"):
         s.append(("text", f"Multi-class macro AUC {_fmt(summary['multiclass']['macro_auc'])}"))
         s.append(("table", summary["multiclass"]["per_class"]))
@@ -448,6 +455,9 @@ def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None)
         s.append(("table", [{**r, "p": f"{r['p']:.3g}"} for r in summary["comparisons"]]))
     else:
         s.append(("notrun", "one model only: no comparison"))
+    if summary.get("mcnemar"):
+        s.append(("text", "Paired accuracy / sensitivity / specificity at each model's threshold (McNemar)"))
+        s.append(("table", [{**r, "p": f"{r['p']:.3g}"} for r in summary["mcnemar"]]))
     rs = summary.get("reader_study")
     if rs:
         s = doc.section("Reader study")
@@ -455,6 +465,16 @@ def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None)
                           "specificity (Wilson 95% CI); paired DeLong tests"))
         s.append(("table", rs["readers"]))
         s.append(("table", [{**r, "p": f"{r['p']:.3g}"} for r in rs["tests"]]))
+        rt = summary.get("reader_table")
+        if rt:
+            s.append(("text", "Per reader (Table 3 layout): accuracy, sensitivity, specificity, PPV, NPV, AUC; "
+                              "group rows are the mean over the group's readers"))
+            keep = ("reader", "group", "condition", "accuracy", "sensitivity", "specificity", "ppv", "npv", "auc")
+            s.append(("table", [{k: _fmt(r.get(k)) for k in keep} for r in rt["rows"]]))
+            if rt.get("group_means"):
+                s.append(("table", [{k: _fmt(v) for k, v in r.items()} for r in rt["group_means"]]))
+            if rt.get("comparisons"):
+                s.append(("table", [{k: _fmt(v) for k, v in r.items()} for r in rt["comparisons"]]))
     s = doc.section("Threshold metrics (95% CI)")
     s.append(("text", summary.get("threshold_note", "")))
     for name, rows in (summary.get("threshold_metrics") or {}).items():

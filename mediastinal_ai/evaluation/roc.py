@@ -198,6 +198,32 @@ def roc_auc_ci(y: Any, score: Any, method: str = "delong", conf_level: float = 0
     raise InputError(f"unknown CI method {method!r}: use 'delong' or 'bootstrap'")
 
 
+SMALL_CLASS = 10  # fewer positives or negatives than this: the CI is unreliable
+
+
+def auc_caveats(y: Any, score: Any, result: AucResult | None = None) -> list[str]:
+    """Plain-words warnings for an AUC that looks more certain than it is: few positives or
+    negatives, a constant (or two-valued) score, a zero-width or clipped interval."""
+    y_i, (s,) = check_binary(y, score)
+    r = result or roc_auc_ci(y_i, s)
+    out = []
+    n_pos, n_neg = int(y_i.sum()), int((1 - y_i).sum())
+    if min(n_pos, n_neg) < SMALL_CLASS:
+        out.append(f"only {n_pos} positive and {n_neg} negative cases: the AUC and its CI are unreliable "
+                   f"(the normal approximation needs more; try --ci bootstrap and more cases)")
+    n_unique = int(np.unique(s).size)
+    if n_unique == 1:
+        out.append("the score is constant: AUC 0.5 comes from ties alone, the model does not discriminate")
+    elif n_unique == 2:
+        out.append("the score takes only two values (binary calls): AUC = (sensitivity + specificity)/2")
+    if n_unique > 1 and r.ci_high - r.ci_low < 1e-9:
+        out.append("zero-width CI (DeLong SE is 0, e.g. perfect separation): this is not certainty; "
+                   "the true AUC can be lower")
+    elif r.ci_high >= 1.0 - 1e-12 or r.ci_low <= 1e-12:
+        out.append("the CI was clipped to [0, 1]")
+    return out
+
+
 def bootstrap_aucs(y: np.ndarray, score: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
     """AUCs of ``n_boot`` stratified bootstrap resamples (validated y/score)."""
     if n_boot < 10:

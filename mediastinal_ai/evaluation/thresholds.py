@@ -78,6 +78,13 @@ def threshold_metrics(y: Any, score: Any, threshold: float, conf_level: float = 
             m["note"] = "undefined: denominator is 0"
         out[name] = m
     out["f1"] = _f1_with_ci(y_i, s, float(threshold), conf_level, n_boot, seed)
+    caveats = []
+    if min(tp + fn, tn + fp) < 10:
+        caveats.append(f"only {tp + fn} positive and {tn + fp} negative cases: wide intervals")
+    if np.unique(s).size == 1:
+        caveats.append("the score is constant: every case gets the same call")
+    if caveats:
+        out["caveats"] = caveats
     return out
 
 
@@ -97,8 +104,9 @@ def _f1_with_ci(y: np.ndarray, s: np.ndarray, thr: float, conf_level: float, n_b
     boots = boots[np.isfinite(boots)]
     alpha = (1 - conf_level) / 2
     lo, hi = (np.quantile(boots, [alpha, 1 - alpha]) if boots.size else (np.nan, np.nan))
-    return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "k": c["tp"],
-            "n": 2 * c["tp"] + c["fp"] + c["fn"],
+    # k/n is 2·TP / (2·TP + FP + FN), so that k/n equals the F1 value shown beside it
+    return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "k": 2 * c["tp"],
+            "n": 2 * c["tp"] + c["fp"] + c["fn"], "formula": "2·TP / (2·TP + FP + FN)",
             "method": f"stratified bootstrap ({n_boot} resamples, percentile)"}
 
 
