@@ -164,3 +164,86 @@ def test_real_ct_headers_still_accepted(real_ct_dir):
         pytest.skip("real CT sample absent")
     v = read_ct(f)
     assert np.allclose(v.spacing_xyz, (1.5, 1.5, 1.5), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- added after review
+def test_analyze_style_magic_is_refused(tmp_path):
+    """A .nii whose magic is not 'n+1' is read by ITK as Analyze 7.5, without its orientation."""
+    for compressed in (False, True):
+        p = patch(good_nifti(tmp_path / f"analyze{int(compressed)}.nii"), 344, "4s", b"\0\0\0\0")
+        with pytest.raises(InputError, match="magic"):
+            read_ct(gz(p) if compressed else p)
+
+
+def nifti2_from_nifti1(src: Path, dst: Path, **override) -> Path:
+    """The same image as a NIfTI-2 file (header fields converted by hand, voxels unchanged)."""
+    raw = src.read_bytes()
+    f = lambda fmt, off: struct.unpack_from("<" + fmt, raw, off)  # noqa: E731
+    dims, pixdim, vox = f("8h", 40), list(f("8f", 76)), int(f("f", 108)[0])
+    quat, srow = list(f("6f", 256)), list(f("12f", 280))
+    pixdim = override.get("pixdim", pixdim)
+    h = bytearray(540)
+    struct.pack_into("<i8s2h", h, 0, 540, b"n+2\0\r\n\x1a\n", *f("2h", 70))
+    struct.pack_into("<8q", h, 16, *dims)
+    struct.pack_into("<8d", h, 104, *pixdim)
+    struct.pack_into("<q2d", h, 168, 544, *f("2f", 112))
+    struct.pack_into("<2i6d12d", h, 344, *f("2h", 252), *quat, *srow)
+    struct.pack_into("<i", h, 500, f("B", 123)[0])  # xyzt_units
+    dst.write_bytes(bytes(h) + b"\0" * 4 + raw[vox:])
+    return dst
+
+
+def test_nifti2_is_refused_by_name(tmp_path):
+    src = good_nifti(tmp_path / "one.nii")
+    for p in (nifti2_from_nifti1(src, tmp_path / "two.nii"), gz(nifti2_from_nifti1(src, tmp_path / "two2.nii"))):
+        with pytest.raises(InputError, match="NIfTI-2 files cannot be read"):
+            read_ct(p)
+
+
+def test_header_field_that_is_not_text_is_a_clear_error(tmp_path):
+    """SimpleITK raised a bare TypeError on it ('unexpected error'); ITK skips a garbled field name."""
+    p = write_image(Volume(synthetic_ct(), spacing_xyz=(1, 1, 2), metadata={"synthetic": True}), tmp_path / "a.mha")
+    raw = p.read_bytes()
+    k = raw.index(b"TransformMatrix")
+    p.write_bytes(raw[:k + 5] + b"\xfb" + raw[k + 6:])
+    with pytest.raises(InputError, match="not valid text"):
+        read_ct(p)
+
+
+def test_itk_chatter_never_reaches_stderr(tmp_path, capfd, caplog):
+    """ITK/MetaIO print multi-line messages with build paths on fd 2; they go to the log, tidied."""
+    import logging
+
+    p = write_image(Volume(synthetic_ct(), spacing_xyz=(1, 1, 2), metadata={"synthetic": True}), tmp_path / "t.mha",
+                    compress=False)
+    p.write_bytes(p.read_bytes()[:-500])  # MetaIO: "M_ReadElementsData: data not read completely"
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="mediastinal_ai.io.images"), pytest.raises(InputError):
+        read_ct(p)
+    assert capfd.readouterr().err == ""
+    from mediastinal_ai.io.images import native_messages_to_log
+
+    with caplog.at_level(logging.INFO, logger="mediastinal_ai.io.images"), native_messages_to_log(p):
+        os.write(2, b"WARNING: In /tmp/SimpleITK-build/ITK/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx, line 1053\n"
+                    b"NiftiImageIO (0x55ac18edbc10): t.mha is Analyze file and it's deprecated \n\n")
+    assert capfd.readouterr().err == ""
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ITK")]
+    assert any("is Analyze file" in m for m in logged), logged
+    assert not any("SimpleITK-build" in m or "0x55" in m or "line 1053" in m for m in logged), logged
+
+
+def test_field_of_view_bounds_resampling(tmp_path, real_ct_dir):
+    """49 mm voxels on a 64³ grid claim a 3 m cube: refused before any model resamples it."""
+    vol = Volume(synthetic_ct(shape=(64, 64, 64)), spacing_xyz=(49, 49, 49), metadata={"synthetic": True})
+    with pytest.raises(InputError, match="field of view"):
+        read_ct(write_image(vol, tmp_path / "coarse.nrrd"))
+    flat = Volume(synthetic_ct(shape=(8, 512, 512)), spacing_xyz=(1.0, 1.0, 49), metadata={"synthetic": True})
+    assert read_ct(write_image(flat, tmp_path / "thick_slices.nrrd")).shape == (8, 512, 512)  # 392 mm: a CT
+    from mediastinal_ai.io.images import check_field_of_view
+
+    for f in sorted(real_ct_dir.rglob("*.nii.gz")):  # every real CT here passes
+        if "mask" not in f.name:
+            check_field_of_view(read_ct(f), f)
+    series = real_ct_dir / "abdomen_ct_dicom_series"
+    if series.is_dir():
+        assert read_ct(series).shape[0] == 20

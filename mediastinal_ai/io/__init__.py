@@ -17,7 +17,14 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report
 from ..volume import Volume
 from .dicom import DicomSeriesInfo, _read_header, find_dicom_series, is_dicom_file, read_dicom_series
-from .images import IMAGE_SUFFIXES, check_ct_values, check_path_name, read_image_file, write_image_file
+from .images import (
+    IMAGE_SUFFIXES,
+    check_ct_values,
+    check_field_of_view,
+    check_path_name,
+    read_image_file,
+    write_image_file,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "DicomSeriesInfo", "check_ct_values", "find_dicom_series", "geometry_differences",
            "read_ct", "read_image", "read_mask", "write_image"]
@@ -60,6 +67,7 @@ def read_ct(path: str | Path, series_uid: str | None = None, *, on_irregular: st
     report(progress, 1.0, "CT read")
     if min(vol.shape) < 2:
         raise InputError(f"volume of shape {vol.shape} (z, y, x) is too small to be a CT", p)
+    check_field_of_view(vol, p)
     if check_hu:
         return check_ct_values(vol, p)
     if np.issubdtype(vol.array.dtype, np.floating) and not np.all(np.isfinite(vol.array)):

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, check_declared_size, check_path_name, native_messages_to_log
 
 log = logging.getLogger(__name__)
 SPACING_TOLERANCE = 0.02  # relative deviation of slice gaps tolerated as "even"
@@ -328,6 +328,7 @@ def _irregularity(positions: np.ndarray, dist: np.ndarray, gaps: np.ndarray, nor
 def _read_pixels(files: list[Path], rows: int, cols: int, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> np.ndarray:
     """Decode each file once into an int16 HU stack (float32 only if HU do not fit int16)."""
+    check_declared_size((cols, rows, len(files)), files[0].parent)
     try:
         arr: np.ndarray = np.empty((len(files), rows, cols), dtype=np.int16)
     except MemoryError as e:
@@ -407,11 +408,13 @@ def _slice_hu_gdcm(f: Path, ts_name: str) -> np.ndarray:
     """GDCM (inside SimpleITK) decodes JPEG Lossless/JPEG-LS and applies the rescale itself."""
     import SimpleITK as sitk
 
+    check_path_name(f)  # SimpleITK aborts the process on a file name that is not UTF-8
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetImageIO("GDCMImageIO")
-        reader.SetFileName(str(f))
-        img = reader.Execute()
+        with native_messages_to_log(f):
+            reader = sitk.ImageFileReader()
+            reader.SetImageIO("GDCMImageIO")
+            reader.SetFileName(str(f))
+            img = reader.Execute()
     except RuntimeError as e:
         raise InputError(f"cannot decode compressed pixel data ({ts_name}): the file is damaged, or needs a "
                          "decoder such as pylibjpeg", f) from e

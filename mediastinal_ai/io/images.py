@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import re
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +46,98 @@ def check_path_name(p: Path) -> None:
         raise InputError("file name is not valid UTF-8; rename the file", ascii(str(p))) from None
 
 
+def _metadata_of(reader: Any, p: Path) -> dict[str, str]:
+    """The header's key/value fields; a header with a field that is not valid text is refused.
+
+    Why: SimpleITK raised a bare ``TypeError`` on such a field (a damaged NRRD/MHA header),
+    which reached the user as an "unexpected error"; and ITK itself skips a field whose name
+    it cannot read (``Transf\\x94rmMatrix``), silently using a default geometry instead.
+    """
+    keys: dict[str, str] = {}
+    names: list[str] = []
+    try:
+        names = list(reader.GetMetaDataKeys())
+        for k in names:
+            keys[k] = reader.GetMetaData(k)
+    except (TypeError, UnicodeDecodeError, SystemError):
+        bad = next((ascii(k) for k in names if not _is_text(k)), "a field")
+        raise InputError(f"damaged image header: field {bad} is not valid text", p) from None
+    return keys
+
+
+def _is_text(k: str) -> bool:
+    try:
+        k.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+_NATIVE_NOISE = re.compile(r"^(WARNING|ERROR): In .*, line \d+$")
+_NATIVE_PREFIX = re.compile(r"^\w+ \(0x[0-9a-fA-F]+\): ")
+
+
+def tidy_native_message(text: str) -> list[str]:
+    """ITK/MetaIO's stderr chatter as short lines: no build paths, source lines or object addresses."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or _NATIVE_NOISE.match(line):
+            continue
+        line = _NATIVE_PREFIX.sub("", line)
+        out.append(re.sub(r"(/[^\s:]+)+/(?=[^/\s]+\.(cxx|cpp|h|hxx)\b)", "", line)[:300])
+    return out
+
+
+@contextlib.contextmanager
+def native_messages_to_log(p: Path | None = None):
+    """Catch what native readers print on file descriptor 2 and log it, tidied, instead.
+
+    Why: ITK prints multi-line warnings with its build paths and object addresses straight to
+    stderr (``WARNING: In /tmp/SimpleITK-build/ITK/Modules/IO/NIFTI/...``), and MetaIO prints
+    parser chatter; users saw them beside our own clear message. The messages go to the log
+    (one line each, ``ITK:`` prefix), where ``-v`` shows them.
+    """
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):
+        yield
+        return
+    try:
+        sink = os.memfd_create("itk-stderr") if hasattr(os, "memfd_create") else None
+    except OSError:
+        sink = None
+    tmp = None
+    if sink is None:
+        import tempfile
+
+        tmp = tempfile.TemporaryFile()
+        sink = tmp.fileno()
+    os.dup2(sink, 2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.lseek(sink, 0, os.SEEK_SET)
+        data = b""
+        while chunk := os.read(sink, 1 << 16):
+            data += chunk
+            if len(data) > 1 << 20:
+                break
+        if tmp is not None:
+            tmp.close()
+        else:
+            os.close(sink)
+        for line in tidy_native_message(data.decode("utf-8", "replace")):
+            log.info("ITK%s: %s", f" ({p.name})" if p is not None else "", line)
+
+
 def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     """Read a 3D scalar image with SimpleITK into a Volume; clear errors for everything else.
 
@@ -68,9 +162,10 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     if name.endswith((".nii", ".nii.gz")):
         _check_nifti_complete(p)  # ITK reads a truncated NIfTI silently, filling the rest with zeros
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(p))
-        reader.ReadImageInformation()
+        with native_messages_to_log(p):
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()
         dim = reader.GetDimension()
         size = reader.GetSize()
         if reader.GetNumberOfComponents() != 1:
@@ -81,8 +176,9 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
         if dim > 4 or (dim == 4 and size[3] != 1):
             raise InputError(f"{dim}D image (size {size}); a 3D volume is needed", p)
         check_declared_size(size, p)  # before ITK allocates what a tiny header claims
-        img = reader.Execute()
-        keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+        with native_messages_to_log(p):
+            img = reader.Execute()
+        keys = _metadata_of(reader, p)
     except InputError:
         raise
     except RuntimeError as e:
@@ -174,26 +270,66 @@ def _quaternion_affine(b: float, c: float, d: float, pix: np.ndarray, qfac: floa
     return r * np.array([pix[0], pix[1], pix[2] * (-1.0 if qfac < 0 else 1.0)])
 
 
-def _check_nifti_geometry(header: bytes, endian: str, ndim: int, p: Path) -> None:
-    """Read the NIfTI-1 geometry ourselves and refuse a header that lies.
+def _nifti_fields(header: bytes, p: Path) -> dict:
+    """The fields of a NIfTI-1 header that decide geometry, size and values.
+
+    Why a reader of our own: ITK takes an Analyze-style header (damaged magic) without
+    orientation, and checks neither voxel size nor qform/sform consistency (see
+    :func:`_check_nifti_geometry`). NIfTI-2 is refused by name (ITK cannot read it and said
+    only "unknown or damaged image format").
+    """
+    import struct
+
+    if len(header) < 348:
+        raise InputError(f"truncated NIfTI header ({len(header)} bytes)", p)
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
+        if sizeof_hdr in (348, 540):
+            break
+    else:
+        raise InputError("not a NIfTI file (bad header size field)", p)
+    if sizeof_hdr == 540:
+        raise InputError("NIfTI-2 files cannot be read (ITK reads NIfTI-1 only); save the image as NIfTI-1 or NRRD", p)
+    e = endian
+    magic = header[344:348]
+    if magic != b"n+1\0":
+        raise InputError(f"not a single-file NIfTI-1 image: magic {magic!r} instead of b'n+1\\x00' (an old "
+                         "Analyze 7.5 file or a damaged header: its orientation cannot be trusted)", p)
+    f = {"dims": struct.unpack(e + "8h", header[40:56]),
+         "datatype": struct.unpack(e + "h", header[70:72])[0], "bitpix": struct.unpack(e + "h", header[72:74])[0],
+         "pixdim": struct.unpack(e + "8f", header[76:108]), "vox_offset": struct.unpack(e + "f", header[108:112])[0],
+         "scl": struct.unpack(e + "2f", header[112:120]), "codes": struct.unpack(e + "2h", header[252:256]),
+         "quat": struct.unpack(e + "6f", header[256:280]), "srow": struct.unpack(e + "12f", header[280:328])}
+    f["endian"] = endian
+    dims, bitpix, vox_offset = f["dims"], f["bitpix"], f["vox_offset"]
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0 \
+            or not np.isfinite(vox_offset) or vox_offset < 0:
+        raise InputError(f"bad NIfTI header (dim {tuple(dims)}, bitpix {bitpix})", p)
+    check_declared_size(dims[1:ndim + 1], p)
+    f["ndim"] = ndim
+    f["nbytes"] = int(np.prod(dims[1:ndim + 1], dtype=np.float64)) * bitpix // 8
+    return f
+
+
+def _check_nifti_geometry(f: dict, p: Path) -> None:
+    """Check the NIfTI geometry ourselves and refuse a header that lies.
 
     Why: ITK silently reads ``pixdim = 0`` or ``inf`` as 1 mm (an 18× wrong lesion volume),
     takes a NaN quaternion as some rotation (origin moved by 168 mm) and picks one of a
     disagreeing qform/sform without saying so. Every such header is refused with what is wrong.
     """
-    import struct
-
-    pixdim = np.array(struct.unpack(endian + "8f", header[76:108]), dtype=np.float64)
-    spatial = pixdim[1:1 + min(3, ndim)]
+    pixdim = np.array(f["pixdim"], dtype=np.float64)
+    spatial = pixdim[1:1 + min(3, f["ndim"])]
     for i, v in enumerate(spatial, start=1):
         if not np.isfinite(v) or v <= 0:
             raise InputError(f"bad NIfTI voxel size: pixdim[{i}] = {v:g} (must be a positive finite number of mm)", p)
     pix = np.ones(3)
     pix[: len(spatial)] = spatial
-    qform_code, sform_code = struct.unpack(endian + "2h", header[252:256])
-    quat = np.array(struct.unpack(endian + "6f", header[256:280]), dtype=np.float64)
-    srow = np.array(struct.unpack(endian + "12f", header[280:328]), dtype=np.float64).reshape(3, 4)
-    slope, inter = struct.unpack(endian + "2f", header[112:120])
+    qform_code, sform_code = f["codes"]
+    quat = np.array(f["quat"], dtype=np.float64)
+    srow = np.array(f["srow"], dtype=np.float64).reshape(3, 4)
+    slope, inter = f["scl"]
     if not (np.isfinite(inter) and (np.isfinite(slope) or np.isnan(slope))):
         raise InputError(f"bad NIfTI intensity scaling (scl_slope {slope:g}, scl_inter {inter:g})", p)
     qmat = None
@@ -224,43 +360,17 @@ def _check_nifti_complete(p: Path) -> None:
     The voxel bytes are streamed (never more than 4 MB in memory) and reading stops once the
     header's size is reached, so a gzip bomb costs no more than the declared image.
     """
-    import struct
-
-    def parse(header: bytes) -> tuple[str, int, int, int, int]:
-        if len(header) < 348:
-            raise InputError(f"truncated NIfTI header ({len(header)} bytes)", p)
-        for endian in "<>":
-            sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
-            if sizeof_hdr in (348, 540):
-                break
-        else:
-            raise InputError("not a NIfTI file (bad header size field)", p)
-        if sizeof_hdr == 540:
-            return endian, 540, 0, 0, 0
-        dims = struct.unpack(endian + "8h", header[40:56])
-        datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-        vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-        ndim = dims[0]
-        if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix <= 0 \
-                or not np.isfinite(vox_offset) or vox_offset < 0:
-            raise InputError(f"bad NIfTI header (dim {dims}, bitpix {bitpix})", p)
-        check_declared_size(dims[1:ndim + 1], p)
-        _check_nifti_geometry(header, endian, ndim, p)
-        nbytes = int(np.prod(dims[1:ndim + 1], dtype=np.int64)) * bitpix // 8
-        return endian, 348, datatype, int(vox_offset), nbytes
-
     try:
         opener = gzip.open if p.name.lower().endswith(".gz") else open
-        with opener(p, "rb") as f:
-            header = f.read(352)
-            endian, kind, datatype, offset, nbytes = parse(header)
-            if kind == 540:
-                return  # NIfTI-2: leave the checks to ITK
-            f.seek(offset)
-            ftype = _NIFTI_FLOAT_TYPES.get(datatype)
-            dt = np.dtype(endian + ftype) if ftype else None
+        with opener(p, "rb") as fh:
+            h = _nifti_fields(fh.read(348), p)
+            _check_nifti_geometry(h, p)
+            offset, nbytes = int(h["vox_offset"]), h["nbytes"]
+            fh.seek(offset)
+            ftype = _NIFTI_FLOAT_TYPES.get(h["datatype"])
+            dt = np.dtype(h["endian"] + ftype) if ftype else None
             total, bad, carry = 0, 0, b""
-            while total < nbytes and (block := f.read(min(1 << 22, nbytes - total))):
+            while total < nbytes and (block := fh.read(min(1 << 22, nbytes - total))):
                 total += len(block)
                 if dt is not None:
                     buf = carry + block
@@ -278,6 +388,28 @@ def _check_nifti_complete(p: Path) -> None:
     if bad:
         what = "all voxels are" if bad == nbytes // dt.itemsize else f"{bad} voxel(s) are"  # type: ignore[union-attr]
         raise InputError(f"{what} NaN or infinite", p)
+
+
+MAX_EXTENT_MM = 2500.0  # no CT field of view is longer than a body (whole-body CT: about 2 m)
+
+
+def check_field_of_view(vol: Volume, source: str | Path | None) -> Volume:
+    """Refuse a physical size no scanner covers, which also bounds any later resampling.
+
+    Why: a small image with a huge spacing (e.g. 49 mm) is upsampled by the models' resampling
+    to a grid ×20 larger in each direction (minutes, gigabytes). A real CT is at most ~2 m long
+    and its volume in mm³ stays below the voxel budget, so resampling it to 1 mm or coarser
+    never allocates more than :func:`max_voxels` voxels.
+    """
+    extent = np.asarray(vol.shape[::-1], dtype=np.float64) * np.asarray(vol.spacing_xyz, dtype=np.float64)
+    if extent.max() > MAX_EXTENT_MM:
+        raise InputError(f"field of view {' x '.join(f'{e:.0f}' for e in extent)} mm is larger than any CT covers "
+                         f"(more than {MAX_EXTENT_MM:.0f} mm along an axis): wrong voxel spacing in the header?", source)
+    if float(np.prod(extent)) > max_voxels():
+        raise InputError(f"field of view {' x '.join(f'{e:.0f}' for e in extent)} mm ({np.prod(extent) / 1e9:.2f} l) "
+                         f"is larger than any CT covers; resampling it would need more than {max_voxels():,} "
+                         "voxels (wrong voxel spacing in the header?)", source)
+    return vol
 
 
 def check_ct_values(vol: Volume, source: str | Path | None) -> Volume:
