@@ -264,7 +264,8 @@ def test_roi_crossing_the_midline_reaches_the_cli_as_one_argument_and_runs(scene
     assert roi_args == ["--roi=-30,-40,10,20,10,60"], args
     assert cli.main(args[2:]) == 0
     out = json.loads((tmp_path / "result" / "result.json").read_text())
-    assert out["roi_lps"] == pytest.approx([-30, -40, 10, 20, 10, 60]) if "roi_lps" in out else True
+    # the box the CLI parsed and used, as recorded by the run (not just what the GUI sent)
+    assert out["params"]["roi_lps"] == pytest.approx([-30, -40, 10, 20, 10, 60])
 
 
 def test_an_roi_without_points_gives_a_clear_message_and_writes_nothing(scene, tmp_path):
@@ -381,15 +382,66 @@ def test_edits_are_flagged_but_automatic_writes_are_not(scene):
     assert not seg.is_edited(segmentation)
 
 
+def _as_slicer_app_adds_nodes(scene):
+    """What the Slicer app does and slicer-core does not: qSlicerSubjectHierarchyPluginLogic
+    gives every new data node (not hidden from editors) an item under the scene at once."""
+    sh = scene.GetSubjectHierarchyNode()
+
+    def on_added(caller, event, calldata):
+        if calldata is not None and not calldata.GetHideFromEditors() and not sh.GetItemByDataNode(calldata):
+            if not calldata.IsA("vtkMRMLSubjectHierarchyNode") and calldata.IsA("vtkMRMLDisplayableNode"):
+                sh.CreateItem(sh.GetSceneItemID(), calldata)
+
+    import vtk
+
+    on_added.CallDataType = vtk.VTK_OBJECT
+    return scene.AddObserver(slicer.vtkMRMLScene.NodeAddedEvent, on_added)
+
+
+def _ct_in_a_study(scene):
+    """A CT under Patient/Study, as Slicer's DICOM plugin leaves it."""
+    ct, segmentation, segment_id = _body_case(scene)
+    sh = scene.GetSubjectHierarchyNode()
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")
+    study = sh.CreateStudyItem(patient, "Study")
+    item = sh.GetItemByDataNode(ct)
+    if item:
+        sh.SetItemParent(item, study)
+    else:
+        sh.CreateItem(study, ct)
+    return ct, sh, study
+
+
+@pytest.mark.parametrize("app_like", [True, False], ids=["items-made-by-the-app", "no-item-yet"])
+def test_place_in_study_puts_a_new_node_under_the_cts_study(scene, app_like):
+    """Defect 4: a result goes under its CT's study, whether the node already has an item under the
+    scene (the app) or none yet (slicer-core, scripts: ``place_in_study`` used to do nothing)."""
+    from mediastinal_ai.mrml import segmentation as seg
+
+    if app_like:
+        _as_slicer_app_adds_nodes(scene)
+    ct, sh, study = _ct_in_a_study(scene)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "result")
+    assert bool(sh.GetItemByDataNode(node)) == app_like
+    seg.place_in_study(scene, node, ct)
+    assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    seg.place_in_study(scene, node, ct)  # idempotent
+    assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    # a CT loaded from a file sits under the scene: the result stays where it is
+    other = nodes.volume_to_node(scene, nodes.node_to_volume(ct), name="CT from file")
+    if not sh.GetItemByDataNode(other):
+        sh.CreateItem(sh.GetSceneItemID(), other)
+    loose = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "loose")
+    seg.place_in_study(scene, loose, other)
+    assert sh.GetItemParent(sh.GetItemByDataNode(loose)) in (0, sh.GetSceneItemID())
+
+
 def test_segmentation_result_goes_under_the_ct_study(scene, tmp_path):
     from mediastinal_ai.io import write_image
     from mediastinal_ai.mrml import segmentation as seg
 
-    ct, _, _ = _body_case(scene)
-    sh = scene.GetSubjectHierarchyNode()
-    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")
-    study = sh.CreateStudyItem(patient, "Study")
-    sh.SetItemParent(sh.GetItemByDataNode(ct), study)
+    _as_slicer_app_adds_nodes(scene)
+    ct, sh, study = _ct_in_a_study(scene)
     v = nodes.node_to_volume(ct)
     write_image(v.with_array((v.array > 0).astype(np.float32) * 0.9, units="probability"),
                 tmp_path / "probability.nrrd")
@@ -409,24 +461,27 @@ class _FakeDicomDatabase:
 
 def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_path, monkeypatch):
     """Defect 4: a CT loaded by Slicer's DICOM module has no file list of ours, only
-    DICOM.instanceUIDs; the files come from Slicer's DICOM database. An edited segment is
-    exported as MANUAL."""
+    DICOM.instanceUIDs; the files come from Slicer's DICOM database. An edited segment is not
+    exported as AUTOMATIC."""
     pydicom = pytest.importorskip("pydicom")
     pytest.importorskip("highdicom", reason="highdicom is not installed")
     from mediastinal_ai.io import read_ct
 
-    series = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "abdomen_ct_dicom_series"
+    # a real CT series with its SOP instance UIDs (Slicer's DICOM database indexes files by them;
+    # abdomen_ct_dicom_series has them blanked, so Slicer would not even index it)
+    series = REPO.parent / "shared" / "data" / "real-ct" / "lidc-contrast-slabs" / "LIDC-IDRI-0003"
     if not series.is_dir():
         pytest.skip(f"real CT samples not found at {series}")
     vol = read_ct(series)
     files = vol.metadata["dicom_files"]
     uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    assert all(uids) and len(set(uids)) == len(files)
     # the node as Slicer's DICOM plugin leaves it: voxels + geometry + DICOM.instanceUIDs only
-    bare = Volume(vol.array, vol.spacing_xyz, vol.origin_lps, vol.direction)
+    bare = Volume(vol.array, vol.spacing_xyz, vol.origin_xyz, vol.direction)
     ct = nodes.volume_to_node(scene, bare, name="CT from DICOM browser")
     ct.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
     mask = np.zeros(vol.shape, np.uint8)
-    mask[8:12, 200:260, 200:260] = 1
+    mask[3:7, 200:260, 200:260] = 1
     segmentation, segment_id = nodes.mask_to_segment(scene, mask, ct)
     logic = _load("MediastinalAI").MediastinalAILogic()
     monkeypatch.setattr(slicer, "dicomDatabase", _FakeDicomDatabase(dict(zip(uids, files))), raising=False)
@@ -436,15 +491,16 @@ def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_pat
     assert ds.Modality == "SEG"
     ref = ds.ReferencedSeriesSequence[0]
     assert ref.SeriesInstanceUID == pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
+    assert {str(r.ReferencedSOPInstanceUID) for r in ref.ReferencedInstanceSequence} <= set(uids)
     assert ds.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
-    # edit it as Segment Editor would: exported as MANUAL now
+    # edit it as Segment Editor would: no longer exported as AUTOMATIC
     logic.watchEdits(segmentation)
     img = slicer.vtkOrientedImageData()
     segmentation.GetBinaryLabelmapRepresentation(segment_id, img)
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(img, segmentation, segment_id)
     logic.exportDicomSeg(segmentation, segment_id, ct, str(out))
-    assert pydicom.dcmread(out).SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
-    # a database that lost files: one clear message
+    assert pydicom.dcmread(out).SegmentSequence[0].SegmentAlgorithmType in ("MANUAL", "SEMIAUTOMATIC")
+    # a database that lost files: one clear message, nothing written
     monkeypatch.setattr(slicer, "dicomDatabase", _FakeDicomDatabase({}), raising=False)
     from mediastinal_ai.errors import InputError
 
