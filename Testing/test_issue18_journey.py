@@ -122,3 +122,140 @@ def test_train_radiomics_refuses_mismatch_card_has_table_params_predict_refuses_
     (out / "my-rad.model.json").write_text(json.dumps(edited))
     with pytest.raises(ModelError, match="card was edited"):
         predict_risk(case.ct, case.mask, model=load_model(str(out / "my-rad.model.json")))
+
+
+# ----------------------------------------------------------------------------- item 6 (cards) + 3 (CNN tables)
+def _who_cohort(tmp: Path, n: int = 12) -> Path:
+    """A small synthetic WHO cohort with a stratified train/val/test split written into the manifest."""
+    import csv
+
+    from mediastinal_ai import taxonomy
+    from mediastinal_ai.synthetic import generate_cohort
+
+    man = generate_cohort(n, tmp / "cohort", seed=4242, classes=list(taxonomy.WHO_LOW + taxonomy.WHO_HIGH),
+                          inplane_size=64)
+    rows = list(csv.DictReader(man.read_text().splitlines()))
+    count = {"low": 0, "high": 0}
+    for r in rows:
+        k = count[r["who_risk"]]
+        count[r["who_risk"]] += 1
+        r["split"] = "test" if k == 0 else "val" if k == 1 else "train"
+    assert min(count.values()) >= 3, count  # the fixed seed gives both classes in every split
+    with open(man, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return man
+
+
+def test_train_cnn_card_has_held_out_test_split_sizes_manifest_sha_and_prediction_tables(tmp_path):
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from mediastinal_ai.fileio import sha256_file
+
+    man = _who_cohort(tmp_path)
+    out = tmp_path / "cnn"
+    assert main(["train-cnn", "--manifest", str(man), "--out", str(out), "--backbone", "shufflenet_v2_x1_0",
+                 "--epochs", "2", "--batch-size", "4", "--input-size", "48", "--device", "cpu", "--name", "tiny"]) == 0
+    card = json.loads((out / "tiny.model.json").read_text())
+    td, m = card["training_data"], card["metrics"]
+    assert td["split_sizes"] == {"train": 8, "val": 2, "test": 2, "unit": "cases"}
+    assert td["manifest_sha256"] == sha256_file(man) and td["synthetic"] is True
+    assert m["test_cases"] == 2 and len(m["test_auc_ci95_delong"]) == 2 and 0.0 <= m["test_auc"] <= 1.0
+    assert m["test_threshold_metrics"]["n"] == 2 and "validation" in m["threshold_from"]
+    assert card["license"] and card["data_license"].startswith("synthetic") and card["changelog"]
+    val, test = pd.read_csv(out / "val_predictions.csv"), pd.read_csv(out / "test_predictions.csv")
+    assert len(val) == 2 and len(test) == 2 and set(test.split) == {"test"}
+    manifest = pd.read_csv(man)
+    truth = dict(zip(manifest.case_id, manifest.who_risk))
+    assert all(truth[c] == r for c, r in zip(test.case_id, test.who_risk))
+    # the card's threshold is the one evaluate --threshold-from picks on the validation table
+    from mediastinal_ai.evaluation import youden_threshold
+
+    assert m["threshold"] == pytest.approx(youden_threshold(val.high_risk.to_numpy(), val.p_high_risk_cnn.to_numpy()))
+
+
+def test_segmentation_card_written_by_the_trainer_path_says_synthetic_and_has_licence(tmp_path):
+    """The segmentation trainer builds its card without a 'synthetic' key (train.py) and saves it
+    through model_io.save_model → write_card_for: the flag comes from the manifest."""
+    torch = pytest.importorskip("torch")
+    from mediastinal_ai.models import ModelCard, verify
+    from mediastinal_ai.segmentation.model_io import save_model
+    from mediastinal_ai.segmentation.network import UNet3D
+    from mediastinal_ai.segmentation.plan import Plan, load_config
+
+    torch.manual_seed(0)
+    plan = Plan(**{**load_config("segmentation_demo")["plan"], "features": [2, 4, 8, 16]})
+    net = UNet3D(plan.features)
+    for synthetic, expect in (("true", True), ("false", False)):
+        man = tmp_path / f"m_{synthetic}.csv"
+        man.write_text(f"case_id,ct,mask,synthetic\na,a.nii.gz,a_mask.nii.gz,{synthetic}\n"
+                       f"b,b.nii.gz,b_mask.nii.gz,{synthetic}\n")
+        card = ModelCard(name=f"seg-{synthetic}", task="segmentation", weights_file="",
+                         training_data={"manifest": str(man), "n_train": 1, "n_val": 1})
+        path = save_model(net, plan, tmp_path / f"seg-{synthetic}.safetensors", card)
+        d = json.loads(path.read_text())
+        assert d["training_data"]["synthetic"] is expect
+        assert d["license"] and d["data_license"] and d["changelog"] == {"0.1.0": "trained (training)"}
+        assert len(d["training_data"]["manifest_sha256"]) == 64
+        verify(path)
+
+
+def test_shipped_demo_cards_carry_licence_changelog_and_verify():
+    from mediastinal_ai.models import list_models, resolve
+
+    for card, _ in list_models():
+        if card.name == "demo-seg-unet3d":
+            continue  # retrained by the lead; its trainer path is tested above
+        r = resolve(card.name)
+        assert r.card.license == "Apache-2.0" and r.card.data_license.startswith("synthetic"), card.name
+        assert r.card.version in r.card.changelog and r.card.training_data["synthetic"] is True
+    cnn = resolve("demo-risk-cnn").card
+    assert cnn.training_data["split_sizes"]["test"] == cnn.metrics["test_cases"]
+    rad = resolve("demo-risk-radiomics-svm").card
+    from mediastinal_ai.radiomics.params import load_params, params_hash
+
+    assert rad.preprocessing["radiomics_params_hash"] == params_hash(load_params(rad.preprocessing["radiomics_params"]))
+
+
+def _fake_model(folder: Path, name: str, task: str, payload: bytes, extra: dict | None = None) -> Path:
+    from mediastinal_ai.models import ModelCard, write_card_for
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w = folder / f"{name}.safetensors"
+    w.write_bytes(payload)
+    return write_card_for(w, ModelCard(name=name, task=task, weights_file="", extra=extra or {}))
+
+
+def _fusion_pair(root: Path, tag: bytes) -> Path:
+    """train-fusion's layout: OUT/<fusion>/ and OUT/<ct-only>/, the fusion card naming its twin."""
+    from mediastinal_ai.models import ModelCard
+
+    ct = _fake_model(root / "my-ct", "my-ct", "fusion-ct-only", b"ct-only " + tag)
+    return _fake_model(root / "my-fusion", "my-fusion", "fusion", b"fusion " + tag,
+                       {"ct_only_model": {"name": "my-ct", "sha256": ModelCard.load(ct).sha256,
+                                          "card": "../my-ct/my-ct.model.json"}})
+
+
+def test_installing_a_fusion_model_installs_updates_or_removes_its_ct_only_twin(tmp_path, capsys):
+    from mediastinal_ai.models import ModelCard, resolve, user_models_dir
+
+    first = _fusion_pair(tmp_path / "run1", b"1")
+    assert main(["models", "install", str(first)]) == 0
+    assert "CT-only twin" in capsys.readouterr().out
+    twin = user_models_dir() / "my-ct" / "my-ct.model.json"
+    assert ModelCard.load(twin).sha256 == ModelCard.load(first).extra["ct_only_model"]["sha256"]
+    # a retrained pair: installing the fusion model updates its twin too
+    second = _fusion_pair(tmp_path / "run2", b"2")
+    assert main(["models", "install", str(second)]) == 0
+    assert resolve("my-ct").card.sha256 == ModelCard.load(second).extra["ct_only_model"]["sha256"]
+    # a fusion card copied without its twin: the installed twin (of another run) is removed, not kept
+    lone = tmp_path / "lone"
+    third = _fusion_pair(tmp_path / "run3", b"3")
+    lone.mkdir()
+    for f in third.parent.iterdir():
+        (lone / f.name).write_bytes(f.read_bytes())
+    assert main(["models", "install", str(lone / third.name)]) == 0
+    assert "not found beside" in capsys.readouterr().out
+    assert not twin.exists()

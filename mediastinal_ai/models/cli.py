@@ -34,4 +34,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     m = install(args.source, sha256=args.sha256)
     print(f"installed {m.label} -> {m.card_path.parent}")
+    twin = (m.card.extra.get("ct_only_model") or {}).get("name") if m.card.task == "fusion" else None
+    if twin:
+        card = user_models_dir() / twin / f"{twin}.model.json"
+        if card.is_file():
+            print(f"installed its CT-only twin {resolve(card).label} -> {card.parent}")
+        else:
+            print(f"warning: its CT-only twin {twin!r} was not found beside the fusion card and is not installed; "
+                  "predict-fusion will show no CT-only comparison")
     return 0

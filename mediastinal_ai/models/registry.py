@@ -125,4 +125,65 @@ def install(source: str | Path, sha256: str | None = None, dest_dir: Path | None
     out = verify(dest / resolved.card_path.name)
     if sha256_file(out.weights_path) != resolved.card.sha256:  # pragma: no cover - verify() already checks
         raise ModelError("copy corrupted", out.weights_path)
+    if resolved.card.task == "fusion":
+        _install_twin(resolved, root)
     return out
+
+
+def companion_of(resolved: ResolvedModel) -> Path | None:
+    """The card of the CT-only baseline trained with a fusion model, found beside its card
+    (``train-fusion`` writes ``OUT/<fusion>/`` and ``OUT/<ct-only>/``), or None."""
+    info = resolved.card.extra.get("ct_only_model") or {}
+    if not info.get("name"):
+        return None
+    here = resolved.card_path.parent
+    candidates = []
+    if info.get("card"):
+        candidates.append(here / str(info["card"]))
+    candidates += [here.parent / str(info["name"]) / f"{info['name']}{CARD_SUFFIX}", here / f"{info['name']}{CARD_SUFFIX}"]
+    for c in candidates:
+        try:
+            if c.is_file() and ModelCard.load(c).name == info["name"]:
+                return c
+        except ModelError:
+            continue
+    return None
+
+
+def _install_twin(fusion: ResolvedModel, root: Path) -> None:
+    """Install (or update) the fusion model's CT-only twin with it.
+
+    Why: installing only the fusion card left an older CT-only model of the same name in place
+    (or none), so the side-by-side CT-only prediction came from another training run. The twin
+    beside the source card is installed when its sha256 is the one the fusion card names; when
+    it is not there, an installed twin of that name with another sha256 is removed (stale), so
+    prediction says "CT-only baseline unavailable" instead of comparing against the wrong model.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    info = fusion.card.extra.get("ct_only_model") or {}
+    name, sha = info.get("name"), info.get("sha256")
+    if not name:
+        return
+    check_plain_name(name, "ct_only_model name")
+    src = companion_of(fusion)
+    if src is not None:
+        twin = verify(src, expected_task="fusion-ct-only")
+        if sha and twin.card.sha256 != sha:
+            raise ModelError(f"the CT-only model beside this fusion model ({name}) is not the one it was trained with "
+                             "(sha256 differs); nothing of the twin was installed", src)
+        install(src, sha256=sha, dest_dir=root)
+        log.info("installed the CT-only twin %s with the fusion model %s", name, fusion.card.name)
+        return
+    stale = root / name
+    card = stale / f"{name}{CARD_SUFFIX}"
+    if card.is_file():
+        try:
+            old = ModelCard.load(card)
+        except ModelError:
+            old = None
+        if old is None or (sha and old.sha256 != sha):
+            shutil.rmtree(stale, ignore_errors=True)
+            log.warning("removed the installed CT-only model %s: it is not the twin of the fusion model %s "
+                        "(sha256 differs) and the twin was not found beside the fusion card", name, fusion.card.name)
