@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import ChestAnatomy
+from ..anatomy import MIDDLE, ChestAnatomy
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
@@ -214,8 +214,12 @@ REVIEW_CONFIDENCE = 0.75
 SMALL_LESION_MM = 20.0
 
 
-def _review(row: dict[str, Any], contrast_touch: float | None) -> list[str]:
-    """Reasons a reader should check this lesion: low confidence and the study's failure modes."""
+def _review(row: dict[str, Any], contrast_touch: float | None, middle_touch: float | None = None) -> list[str]:
+    """Reasons a reader should check this lesion: low confidence and the study's failure modes.
+
+    ``contrast_touch``: share of the lesion's one-voxel shell that is enhanced blood (contrast CT
+    only); ``middle_touch``: share of the shell in the middle mediastinum (heart, pericardium,
+    great vessels) from the anatomy step, which also works without contrast."""
     why = []
     if row.get("confidence") is not None and row["confidence"] < REVIEW_CONFIDENCE:
         why.append(f"low confidence ({row['confidence']:.2f})")
@@ -225,6 +229,8 @@ def _review(row: dict[str, Any], contrast_touch: float | None) -> list[str]:
         why.append("near-water density: cyst or pericardial effusion? (effusion is a known failure mode)")
     if contrast_touch is not None and contrast_touch >= 0.10:
         why.append("touches enhanced vessels (aorta/great vessels), a known failure mode")
+    elif middle_touch is not None and middle_touch >= 0.25:
+        why.append("abuts the heart/pericardium or great vessels (middle mediastinum), a known failure mode")
     if row.get("compartment") not in ("anterior", None):
         why.append(f"outside the anterior mediastinum ({row.get('compartment')})")
     return why
@@ -252,7 +258,7 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
             if uncertainty is not None:
                 row["confidence"] = round(float(probability.array[sel].mean()), 3)
                 row["mean_uncertainty"] = round(float(uncertainty.array[sel].mean()), 4)
-            touch = None
+            touch = middle = None
             if anatomy is not None:
                 idx = np.argwhere(sel)[:, ::-1].astype(float)
                 comp, inside = lesion_compartment(anatomy, ct.index_to_lps(idx))
@@ -266,7 +272,9 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
                 shell = ndimage.binary_dilation(sel, iterations=1) & ~sel
                 hu = ct.array[shell]
                 touch = float((hu > 150).mean()) if hu.size and anatomy.stats.get("contrast", False) else None
-            reasons = _review(row, touch)
+                sidx = np.argwhere(shell)[:, ::-1].astype(float)
+                middle = float((anatomy.codes_at(ct.index_to_lps(sidx)) == MIDDLE).mean()) if len(sidx) else None
+            reasons = _review(row, touch, middle)
             row["review"] = bool(reasons)
             row["review_reasons"] = "; ".join(reasons)
             keep.append(row)

@@ -6,7 +6,12 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cases", type=int, required=True, help="number of cases")
+    p.add_argument("--cases", type=int, required=True,
+                   help="number of cases (with --background: lesions inserted into each background CT)")
+    p.add_argument("--background", nargs="+", default=None, metavar="CT",
+                   help="real CT(s) (file or DICOM folder) to insert synthetic lesions into, in the prevascular "
+                        "space; each background is also written unchanged as a hard negative (SYNTHETIC-ON-REAL)")
+    p.add_argument("--no-negatives", action="store_true", help="with --background: do not write the unchanged CTs")
     p.add_argument("--out", required=True, help="output folder (images/ + manifest.csv + README.txt + cohort.json)")
     p.add_argument("--seed", type=int, default=0, help="first seed; case i uses seed+i (default 0)")
     p.add_argument("--inplane-size", type=int, default=128, help="in-plane matrix over 350 mm (default 128; 512 works)")
@@ -34,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise MediastinalAIError(f"unknown lesion class(es) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
     classes = list(WHO_LOW + WHO_HIGH) if args.tet_only else args.classes
+    if args.background:
+        from .insertion import insert_cohort
+
+        m = insert_cohort(args.background, args.cases, args.out, seed=args.seed, classes=classes,
+                          negatives=not args.no_negatives, progress=log_progress)
+        print(f"wrote {args.cases} SYNTHETIC-ON-REAL case(s) per background ({len(args.background)} background(s)); "
+              f"manifest: {m}")
+        return 0
     m = generate_cohort(args.cases, args.out, seed=args.seed, classes=classes, inplane_size=args.inplane_size,
                         slice_thickness_mm=args.slice_thickness, contrast_phase=args.contrast_phase,
                         progress=log_progress)
