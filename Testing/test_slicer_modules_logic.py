@@ -507,3 +507,128 @@ def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_pat
     with pytest.raises(InputError, match="not in Slicer's DICOM database"):
         logic.exportDicomSeg(segmentation, segment_id, ct, str(tmp_path / "x.dcm"))
     assert not (tmp_path / "x.dcm").exists()
+
+
+# ------------------------------------------------------------------------------ defect 7: jobs in a child
+REAL_CT = REPO.parent / "shared" / "data" / "real-ct" / "mediastinum_crop_ct.nii.gz"
+
+
+def _real_ct_case(scene):
+    """The real contrast chest CT crop with a box segment in the mediastinum (the box is ours)."""
+    if not REAL_CT.is_file():
+        pytest.skip(f"real CT sample not found at {REAL_CT}")
+    from mediastinal_ai.io import read_image
+
+    ct_vol = read_image(REAL_CT)
+    ct = nodes.volume_to_node(scene, ct_vol.with_array(ct_vol.array, units="HU"), name="real CT", role="ct")
+    mask = np.zeros(ct_vol.shape, np.uint8)
+    mask[50:62, 40:56, 50:66] = 1
+    segmentation, segment_id = nodes.mask_to_segment(scene, mask, ct)
+    return ct, segmentation, segment_id
+
+
+def _run_child_like_the_runner(mod, args, timeout=600):
+    """Start ``<python> args`` with the environment the runner gives PythonSlicer, stdout and
+    stderr merged (QProcess.MergedChannels), and feed the output to a PythonProcessRunner in
+    small chunks, as readyReadStandardOutput delivers it."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, *args], env=process.child_environment(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    data = done.stdout
+    chunks = [data[i:i + 37] for i in range(0, len(data), 37)]
+    runner, events = _runner(mod, chunks)
+    for _ in chunks:
+        runner._onReadyRead()
+    runner.process._state = _QProcess.NotRunning
+    runner._onFinished(done.returncode, _QProcess.NormalExit)
+    return events, data.decode(errors="replace")
+
+
+def _check_progress(events, output):
+    fractions = [f for f, _ in events["progress"]]
+    assert events["finished"] == [(True, "")], output[-2000:]
+    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0, events["progress"]
+
+
+def test_cnn_and_ctc_prediction_run_in_a_child_process_and_publish(scene, tmp_path):
+    """Defect 7: 'Predict risk (CNN)' and 'Predict with CTC' run as ``PythonSlicer -m
+    mediastinal_ai.mrml.worker`` (progress lines, result files) and the parent publishes them."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    mod = _load("MediastinalAI")
+    logic = mod.MediastinalAILogic()
+    ct, segmentation, segment_id = _real_ct_case(scene)
+
+    cnn_dir = tmp_path / "cnn run"
+    args = logic.prepareJob(str(cnn_dir), "risk-cnn", ct, segmentation, segment_id, model=None)
+    assert args[:2] == ["-m", "mediastinal_ai.mrml.worker"]
+    events, output = _run_child_like_the_runner(mod, args)
+    _check_progress(events, output)
+    table, cam, result = logic.publishJob(str(cnn_dir), ct, show=False)
+    assert 0.0 <= result["probability_high_risk"] <= 1.0 and table.GetNumberOfRows() >= 1
+    assert nodes.node_to_volume(cam).same_geometry(nodes.node_to_volume(ct))
+
+    ctc_dir = tmp_path / "ctc run"
+    args = logic.prepareJob(str(ctc_dir), "fusion", ct, segmentation, segment_id, model=None, ctc=8.5, age=60.0,
+                            sex=None, lesion_site=None)
+    events, output = _run_child_like_the_runner(mod, args)
+    _check_progress(events, output)
+    table, result = logic.publishJob(str(ctc_dir), ct, segmentId=segment_id)
+    assert 0.0 <= result["fusion"]["p_malignant"] <= 1.0 and table.GetNumberOfRows() >= 1
+
+
+def test_a_failing_job_reports_the_childs_message(scene, tmp_path):
+    mod = _load("MediastinalAI")
+    logic = mod.MediastinalAILogic()
+    ct, segmentation, segment_id = _body_case(scene)
+    args = logic.prepareJob(str(tmp_path), "risk-cnn", ct, segmentation, segment_id, model="no-such-model")
+    events, _ = _run_child_like_the_runner(mod, args)
+    (ok, message), = events["finished"]
+    assert not ok and "no-such-model" in message
+
+
+def test_all_features_run_in_a_child_with_one_progress_line_per_image_type(scene, tmp_path):
+    """Defect 7 (radiomics): the whole extraction in a child, progress after each image type and
+    LoG sigma (not only 5% and 100%); the table records the radiomics that computed it."""
+    pytest.importorskip("radiomics", reason="pyradiomics is not installed")
+    rad = _load("MediastinalAIRadiomics")
+    logic = rad.MediastinalAIRadiomicsLogic()
+    ct, segmentation, segment_id = _real_ct_case(scene)
+    params = {"setting": {"binWidth": 32, "label": 1, "correctMask": True},
+              "imageType": {"Original": {}, "LoG": {"sigma": [1.0, 2.0]}, "Square": {}}}
+    args = logic.prepareJob(str(tmp_path), "radiomics-features", ct, segmentation, segment_id, params=params)
+    events, output = _run_child_like_the_runner(_load("MediastinalAI"), args)
+    _check_progress(events, output)
+    parts = [m for _, m in events["progress"] if m.startswith("radiomics features:")]
+    assert parts == ["radiomics features: Original (1/4)", "radiomics features: LoG sigma 1 (2/4)",
+                     "radiomics features: LoG sigma 2 (3/4)", "radiomics features: Square (4/4)"]
+    table, result = logic.publishJob(str(tmp_path), ct, segmentation, segment_id)
+    names = {table.GetTable().GetValueByName(r, "name").ToString() for r in range(table.GetNumberOfRows())}
+    assert {n.split("_")[0] for n in names} == {"original", "log-sigma-1-0-mm-3D", "log-sigma-2-0-mm-3D", "square"}
+    from mediastinal_ai import radiomics as core_radiomics  # noqa: F401 - installed radiomics is importable
+    from mediastinal_ai.mrml import dependencies
+
+    dist, version = dependencies.radiomics_version()
+    assert table.GetAttribute("MediastinalAI.radiomicsVersion") == f"{dist} {version}"
+
+
+def test_widget_buttons_start_child_jobs_instead_of_computing_on_the_main_thread():
+    """Defect 7, statically: the button handlers hand the work to ``_startJob`` (child process)
+    and never call the in-process prediction methods (kept for scripts and self-tests)."""
+    import ast
+
+    in_process = {"predictRiskCnn", "predictWithCtc", "segmentInProcess", "predictRisk", "computeAllFeatures"}
+    handlers = {"MediastinalAI": ["onSegment", "onPredictCnn", "onPredictCtc"],
+                "MediastinalAIRadiomics": ["onPredictRisk", "onComputeAllFeatures"]}
+    for module, names in handlers.items():
+        tree = ast.parse((REPO / module / f"{module}.py").read_text())
+        widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+        methods = {f.name: f for f in widget.body if isinstance(f, ast.FunctionDef)}
+        for name in names:
+            called = {c.func.attr for c in ast.walk(methods[name]) if isinstance(c, ast.Call)
+                      and isinstance(c.func, ast.Attribute)}
+            assert "_startJob" in called, f"{module}.{name} does not start a child job"
+            assert not called & in_process, f"{module}.{name} computes on the main thread: {called & in_process}"
+        for f in methods.values():  # nothing else in the widget runs them either
+            called = {c.func.attr for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
+            assert not called & in_process, f"{module}Widget.{f.name} calls {called & in_process}"
