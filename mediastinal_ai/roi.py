@@ -1,8 +1,12 @@
 """2D tumor ROI on the axial slice of largest tumor area — the input of the CNN risk model and
 of the fusion model's image branch (as in the published studies).
 
-Pure numpy/scipy: the ROI is a square box around the tumor's bounding box on that slice plus
-a margin in millimetres, resampled to ``size``×``size``. :meth:`RoiSample.roi_to_slice` maps a
+Pure numpy/scipy: the ROI is either the tumor's **rectangular** extent on that slice (``box="rect"``,
+as the radiomics/CNN study describes it) or a square (in mm) box around it (``box="square"``, the
+older default the shipped demo models use), plus an optional margin in millimetres, resampled to
+``size``×``size``. Neighbouring training slices are taken either by index (``offsets``) or at a
+physical distance (``offsets_mm``, e.g. +1 mm as published), interpolated linearly between the
+two nearest slices. :meth:`RoiSample.roi_to_slice` maps a
 map computed on the ROI (a Grad-CAM heat map) back onto the CT slice grid.
 """
 
@@ -67,12 +71,21 @@ def largest_area_slice(mask: Volume) -> int:
     return int(np.argmax(m.reshape(m.shape[0], -1).sum(1)))
 
 
-def roi_box(mask_slice: np.ndarray, spacing_yx: tuple[float, float], margin_mm: float) -> tuple[int, int, int, int]:
-    """Square (in mm) box around the tumor on one slice, clipped to the image."""
+ROI_BOXES = ("square", "rect")
+
+
+def roi_box(mask_slice: np.ndarray, spacing_yx: tuple[float, float], margin_mm: float,
+            box: str = "square") -> tuple[int, int, int, int]:
+    """Box around the tumor on one slice, clipped to the image: ``"square"`` (in mm, side = the
+    larger extent) or ``"rect"`` (the tumor's bounding rectangle); both grown by ``margin_mm``."""
+    if box not in ROI_BOXES:
+        raise ValueError(f"box must be one of {ROI_BOXES}, not {box!r}")
     ys, xs = np.nonzero(mask_slice)
     cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    half_mm = max((ys.max() - ys.min() + 1) * spacing_yx[0], (xs.max() - xs.min() + 1) * spacing_yx[1]) / 2 + margin_mm
-    hy, hx = half_mm / spacing_yx[0], half_mm / spacing_yx[1]
+    ext_y, ext_x = (ys.max() - ys.min() + 1) * spacing_yx[0], (xs.max() - xs.min() + 1) * spacing_yx[1]
+    if box == "square":
+        ext_y = ext_x = max(ext_y, ext_x)
+    hy, hx = (ext_y / 2 + margin_mm) / spacing_yx[0], (ext_x / 2 + margin_mm) / spacing_yx[1]
     ny, nx = mask_slice.shape
     y0, y1 = max(0, int(np.floor(cy - hy))), min(ny, int(np.ceil(cy + hy)))
     x0, x1 = max(0, int(np.floor(cx - hx))), min(nx, int(np.ceil(cx + hx)))
@@ -81,8 +94,14 @@ def roi_box(mask_slice: np.ndarray, spacing_yx: tuple[float, float], margin_mm: 
 
 def extract_roi(ct: Volume, mask: Volume, *, slice_index: int | None = None, margin_mm: float = 10.0,
                 size: int = 224, window: tuple[float, float] | None = None, normalize: str = "zscore",
-                offsets: tuple[int, ...] = (0,)) -> list[RoiSample]:
+                offsets: tuple[int, ...] = (0,), offsets_mm: tuple[float, ...] | None = None,
+                box: str = "square") -> list[RoiSample]:
     """ROI images of the largest-area slice (and ``offsets`` from it, e.g. (0, 1) for training).
+
+    ``offsets_mm`` (replaces ``offsets``): distances along the slice axis in mm, e.g. (0, 1) for
+    the published "+1 mm" slice; the image there is interpolated linearly between the two
+    nearest slices (on 5 mm CT, +1 mm is 80% of the central slice + 20% of the next), clamped at
+    the volume's ends. ``RoiSample.slice_index`` is then the nearest slice.
 
     ``window=(width, level)`` clips HU first; ``normalize`` is ``"zscore"`` (within the ROI) or
     ``"window01"`` (window mapped to [0, 1]; needs ``window``). The box is computed on the
@@ -97,12 +116,20 @@ def extract_roi(ct: Volume, mask: Volume, *, slice_index: int | None = None, mar
     if not 0 <= k0 < ct.shape[0] or not m[k0].any():
         raise InputError(f"slice {k0} holds no tumor voxel")
     spacing_yx = (ct.spacing_xyz[1], ct.spacing_xyz[0])
-    box = roi_box(m[k0], spacing_yx, margin_mm)
-    y0, y1, x0, x1 = box
+    bx = roi_box(m[k0], spacing_yx, margin_mm, box)
+    y0, y1, x0, x1 = bx
     out = []
-    for off in offsets:
-        k = int(np.clip(k0 + off, 0, ct.shape[0] - 1))
-        img = ct.array[k, y0:y1, x0:x1].astype(np.float32)
+    dz = float(ct.spacing_xyz[2])
+    positions = [float(k0 + o) for o in offsets] if offsets_mm is None else [k0 + float(o) / dz for o in offsets_mm]
+    for pos in positions:
+        pos = float(np.clip(pos, 0, ct.shape[0] - 1))
+        ka = int(np.floor(pos))
+        kb = min(ka + 1, ct.shape[0] - 1)
+        f = pos - ka
+        img = ct.array[ka, y0:y1, x0:x1].astype(np.float32)
+        if f > 1e-9:
+            img = (1.0 - f) * img + f * ct.array[kb, y0:y1, x0:x1].astype(np.float32)
+        k = int(round(pos))
         if not np.all(np.isfinite(img)):
             raise InputError("the CT holds NaN or infinite values inside the ROI")
         if window is not None:
@@ -114,5 +141,5 @@ def extract_roi(ct: Volume, mask: Volume, *, slice_index: int | None = None, mar
         else:
             w, lvl = window  # type: ignore[misc]
             img = (img - (lvl - w / 2)) / w
-        out.append(RoiSample(img.astype(np.float32), k, box, (ct.shape[1], ct.shape[2]), size))
+        out.append(RoiSample(img.astype(np.float32), k, bx, (ct.shape[1], ct.shape[2]), size))
     return out

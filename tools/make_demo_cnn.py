@@ -4,7 +4,9 @@
 
 1. synthetic thymic epithelial tumors, seeds 200000…, generated in memory in parallel
    (``generate_case(seed, classes=WHO_LOW + WHO_HIGH)``); seed % 5 == 0 → test, == 1 → val, else train;
-2. ROI recipe of the study (largest-area slice, +1 slice for training, z-score, 224 px);
+2. ROI recipe of the study (largest-area slice, rectangular tumor extent, W400/L40 then z-score,
+   slice +1 mm away for training, 224 px); the shipped model was made with ``--legacy-recipe
+   --margin 2`` (square box, no window, next slice index), which its card lists as deviations;
 3. ``train_cnn`` (ShuffleNetV2 from scratch, SGD lr 0.01, batch 16, best validation AUC);
 4. held-out test AUC with a DeLong 95 % CI and threshold metrics go into the model card;
 5. ``--install`` copies weights + card to mediastinal_ai/models/builtin/demo-risk-cnn/.
@@ -31,9 +33,9 @@ def _split(seed: int) -> str:
     return "test" if seed % 5 == 0 else "val" if seed % 5 == 1 else "train"
 
 
-def _make(args: tuple[int, int]):
-    seed, size, margin = args
-    from mediastinal_ai.roi import extract_roi
+def _make(args: tuple[int, dict]):
+    seed, recipe = args
+    from mediastinal_ai.cnn.model import training_rois
     from mediastinal_ai.synthetic.generator import generate_case
     from mediastinal_ai.taxonomy import WHO_HIGH, WHO_LOW
 
@@ -41,7 +43,7 @@ def _make(args: tuple[int, int]):
     if not c.mask.array.any():  # a lesion smaller than half a voxel leaves no mask: no ROI to learn from
         return []
     split = _split(seed)
-    ss = extract_roi(c.ct, c.mask, margin_mm=margin, size=size, offsets=(0, 1) if split == "train" else (0,))
+    ss = training_rois(c.ct, c.mask, recipe, split == "train")  # exactly the recipe written into the card
     return [(s.image.astype(np.float16), int(c.who_risk == "high"), c.case_id, split) for s in ss]
 
 
@@ -52,23 +54,30 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--size", type=int, default=None, help="ROI size in px (default: the backbone's, 224)")
-    ap.add_argument("--margin", type=float, default=10.0, help="ROI margin around the tumor in mm (default 10)")
+    ap.add_argument("--margin", type=float, default=0.0, help="ROI margin around the tumor in mm (default 0)")
+    ap.add_argument("--legacy-recipe", action="store_true",
+                    help="the recipe of the shipped demo model: square box, no window, next slice index "
+                         "(deviates from the study; labelled in the card)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--install", action="store_true")
     a = ap.parse_args()
     from mediastinal_ai.cnn.model import RoiDataset, predict_proba, roi_recipe, train_cnn
     from mediastinal_ai.evaluation import roc_auc_ci, threshold_metrics, youden_threshold
 
-    recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size)
+    if a.legacy_recipe:
+        recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size, window=None, box="square", adjacent_mm=None)
+    else:
+        recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size)
     with Pool(a.workers) as pool:
-        parts = pool.map(_make, [(SEED0 + i, recipe["size"], a.margin) for i in range(a.cases)])
+        parts = pool.map(_make, [(SEED0 + i, recipe) for i in range(a.cases)])
     rows = [r for p in parts for r in p]
     data = RoiDataset(np.stack([r[0] for r in rows]).astype(np.float32), np.array([r[1] for r in rows]),
                       [r[2] for r in rows], [r[3] for r in rows])
     out = Path(a.out)
     cohort = f"synthetic (SYNTHETIC) thymic epithelial tumors, {a.cases} cases, seeds {SEED0}..{SEED0 + a.cases - 1}"
     repro = (f"python tools/make_demo_cnn.py --out OUT --cases {a.cases} --epochs {a.epochs}"
-             + (f" --size {a.size}" if a.size else "") + f" --margin {a.margin:g} --install")
+             + (f" --size {a.size}" if a.size else "") + f" --margin {a.margin:g}"
+             + (" --legacy-recipe" if a.legacy_recipe else "") + " --install")
     s = train_cnn(data, out, BACKBONE, recipe, epochs=a.epochs, lr=0.01, batch_size=16, device=a.device, seed=0,
                   name="demo-risk-cnn", demo=True,
                   training_data={"cohort": cohort, "n_samples": len(rows), "split": "seed % 5: 0 test, 1 val, else train",

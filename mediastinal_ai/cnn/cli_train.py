@@ -18,7 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--input-size", type=int, default=None,
                    help="ROI size in pixels (default: 224; 299 for inception_v3; smaller trains faster on CPU)")
-    p.add_argument("--margin-mm", type=float, default=10.0, help="ROI margin around the tumor in mm")
+    p.add_argument("--margin-mm", type=float, default=0.0,
+                   help="ROI margin around the tumor in mm (default 0: the tumor's extent, as published)")
+    p.add_argument("--window", type=float, nargs=2, default=[400.0, 40.0], metavar=("WIDTH", "LEVEL"),
+                   help="CT window applied before the z-score (default 400 40, as published)")
+    p.add_argument("--no-window", action="store_true", help="z-score raw HU (older recipe; labelled in the card)")
+    p.add_argument("--box", choices=["rect", "square"], default="rect",
+                   help="ROI shape: the tumor's rectangular extent (default, published) or a square in mm")
+    p.add_argument("--adjacent-mm", type=float, default=1.0,
+                   help="distance of the extra training slice in mm (default 1, published; interpolated)")
+    p.add_argument("--adjacent-index", action="store_true",
+                   help="take the next slice index instead (older recipe; labelled in the card)")
     p.add_argument("--pretrained", default=None,
                    help="local torchvision ImageNet state dict (.pth, loaded weights_only) — never downloaded")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
@@ -40,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     def prog(f: float, msg: str) -> None:
         print(f"\r[{f:6.1%}] {msg:<60}", end="", flush=True)
 
-    recipe = roi_recipe(args.backbone, args.margin_mm, args.input_size)
+    if args.margin_mm < 0 or args.adjacent_mm < 0 or args.window[0] <= 0:
+        raise InputError("--margin-mm and --adjacent-mm must be ≥ 0 and the window width > 0")
+    recipe = roi_recipe(args.backbone, args.margin_mm, args.input_size,
+                        window=None if args.no_window else tuple(args.window), box=args.box,
+                        adjacent_mm=None if args.adjacent_index else args.adjacent_mm)
+    for d in recipe["deviations"]:
+        print(f"note: departs from the published recipe: {d}")
     data = dataset_from_manifest(args.manifest, recipe, progress=prog, seed=args.seed)
     from ..cohort import read_manifest
 
@@ -54,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
                         resume=args.resume, seed=args.seed, name=args.name, demo=args.demo,
                         training_data=training_data, progress=prog)
     print(f"\nbest validation AUC {summary['best_val_auc']:.3f}; wrote {summary['weights']}")
+    from ..evaluation.quality import poor_metric_warning
+    from .model import POOR_VAL_AUC
+
+    warn = poor_metric_warning("auc", summary["best_val_auc"], floor=POOR_VAL_AUC)
+    if warn:
+        print(f"WARNING: {warn}")
     h = summary.get("held_out") or {}
     if "test_auc" in h:
         lo, hi = h["test_auc_ci95_delong"]

@@ -1,8 +1,11 @@
 """CNN WHO-risk model: ROI data, training, weights + card, prediction with Grad-CAM.
 
-Recipe (from the radiomics/CNN study, ../shared/DESIGN.md): the axial slice of largest tumor
-area, a rectangular (square in mm) ROI around the tumor with a margin, z-score within the ROI,
-resized to 224 (299 for InceptionV3); for training the adjacent slice (+1) is an extra sample.
+Recipe (from the radiomics/CNN study, docs/cnn.md): the axial slice of largest tumor area, the
+tumor's rectangular extent on it as the ROI (margin optional, default 0), CT window W400/L40
+then z-score within the ROI, resized to 224 (299 for InceptionV3); for training the slice
++1 mm away (interpolated between slices) is an extra sample. Every step is recorded in the
+card's ``preprocessing.roi`` and inference repeats exactly what the card says, so models made
+with the older recipe (square box, no window, next slice index) keep working unchanged.
 The grey ROI is replicated to the 3 input channels (the z-scored values already have ImageNet-
 like scale, so no further ImageNet mean/std is applied). Augmentation: rotation ±10°,
 translation ±10 %, scaling 0.9–1.1. Loss: BCE with ``pos_weight`` = negatives/positives of the
@@ -31,16 +34,67 @@ log = logging.getLogger(__name__)
 CLASSES = ["low risk (A/AB/B1)", "high risk (B2/B3/thymic carcinoma)"]
 
 
-def roi_recipe(backbone: str, margin_mm: float = 10.0, size: int | None = None) -> dict[str, Any]:
-    return {"margin_mm": margin_mm, "size": int(size or spec(backbone).input_size), "normalize": "zscore",
-            "window": None, "slice": "largest tumor area", "train_offsets": [0, 1]}
+PUBLISHED_WINDOW = (400.0, 40.0)  # (width, level) of the radiomics/CNN study
+POOR_VAL_AUC = 0.6  # a model saved with a best validation AUC below this gets a warning
 
 
-def roi_images(ct: Volume, mask: Volume, recipe: dict[str, Any], offsets=(0,)):
+def roi_recipe(backbone: str, margin_mm: float = 0.0, size: int | None = None, *,
+               window: tuple[float, float] | None = PUBLISHED_WINDOW, box: str = "rect",
+               adjacent_mm: float | None = 1.0) -> dict[str, Any]:
+    """The ROI recipe recorded in the card. Defaults = the published recipe: rectangular tumor
+    extent (no margin), W400/L40 window before the z-score, adjacent training slice +1 mm.
+    ``window=None``, ``box="square"`` and ``adjacent_mm=None`` (next slice index) are the older
+    variants, kept as options and labelled in the card's ``deviations``."""
+    from ..roi import ROI_BOXES
+
+    if box not in ROI_BOXES:
+        raise InputError(f"ROI box must be one of {ROI_BOXES}, got {box!r}")
+    r: dict[str, Any] = {"margin_mm": float(margin_mm), "size": int(size or spec(backbone).input_size),
+                         "normalize": "zscore", "window": None if window is None else [float(w) for w in window],
+                         "box": box, "slice": "largest tumor area"}
+    if adjacent_mm is None:
+        r["train_offsets"] = [0, 1]
+    else:
+        r["train_offsets_mm"] = [0.0, float(adjacent_mm)]
+    r["deviations"] = recipe_deviations(r)
+    return r
+
+
+def recipe_deviations(recipe: dict[str, Any]) -> list[str]:
+    """Where a recipe departs from the published one (said in the card and the docs)."""
+    out = []
+    w = recipe.get("window")
+    if w is None:
+        out.append("no CT window before the z-score (published: W400/L40)")
+    elif tuple(float(x) for x in w) != PUBLISHED_WINDOW:
+        out.append(f"window W{w[0]:g}/L{w[1]:g} (published: W400/L40)")
+    if recipe.get("box", "square") != "rect":
+        out.append("square ROI box (published: the tumor's rectangular extent)")
+    if float(recipe.get("margin_mm", 0)) > 0:
+        out.append(f"{float(recipe['margin_mm']):g} mm margin around the tumor (published: none stated)")
+    if "train_offsets_mm" not in recipe:
+        out.append("adjacent training slice = next slice index (published: +1 mm)")
+    return out
+
+
+def roi_images(ct: Volume, mask: Volume, recipe: dict[str, Any], offsets=(0,), offsets_mm=None):
     from ..roi import extract_roi
 
+    w = recipe.get("window")
     return extract_roi(ct, mask, margin_mm=float(recipe["margin_mm"]), size=int(recipe["size"]),
-                       window=recipe.get("window"), normalize=recipe["normalize"], offsets=tuple(offsets))
+                       window=None if w is None else (float(w[0]), float(w[1])), normalize=recipe["normalize"],
+                       offsets=tuple(offsets), offsets_mm=None if offsets_mm is None else tuple(offsets_mm),
+                       box=recipe.get("box", "square"))
+
+
+def training_rois(ct: Volume, mask: Volume, recipe: dict[str, Any], train: bool):
+    """The ROIs of one case: for training the central and the adjacent slice (as the recipe
+    says: +1 mm, or the next index for older recipes); otherwise the central slice only."""
+    if not train:
+        return roi_images(ct, mask, recipe, (0,))
+    if "train_offsets_mm" in recipe:
+        return roi_images(ct, mask, recipe, offsets_mm=recipe["train_offsets_mm"])
+    return roi_images(ct, mask, recipe, recipe.get("train_offsets", [0, 1]))
 
 
 @dataclass
@@ -65,8 +119,7 @@ def dataset_from_manifest(manifest: str | Path, recipe: dict[str, Any], progress
         split = c.split or str(rng.choice(["train", "train", "train", "val", "test"]))
         ct = read_ct(c.ct)
         mask = read_mask(c.mask, ct)
-        offs = recipe.get("train_offsets", [0, 1]) if split == "train" else [0]
-        for s in roi_images(ct, mask, recipe, offs):
+        for s in training_rois(ct, mask, recipe, split == "train"):
             imgs.append(s.image)
             labels.append(int(c.who_risk == "high"))
             ids.append(c.case_id)
@@ -302,6 +355,14 @@ def save_model(net: Any, backbone: str, recipe: dict[str, Any], weights_path: Pa
     card.preprocessing = {"roi": recipe}
     card.classes = list(CLASSES)
     card.input_schema = {"channels": 3, "size": int(recipe["size"])}
+    if recipe.get("deviations") is None:
+        recipe["deviations"] = recipe_deviations(recipe)
+    from ..evaluation.quality import poor_metric_warning
+
+    warn = poor_metric_warning("auc", (card.metrics or {}).get("best_val_auc"), floor=POOR_VAL_AUC, model=card.name)
+    card.extra = {k: v for k, v in (card.extra or {}).items() if k != "quality_warning"}
+    if warn:
+        card.extra["quality_warning"] = warn
     return write_card_for(weights_path, card)
 
 
