@@ -88,20 +88,68 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"mediastinal-ai {gargs.command}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
+    new_out = _new_out_dir(args)
     try:
+        _check_before_work(gargs.command, args)
         return int(module.run(args) or 0)
     except MediastinalAIError as e:
+        _drop_if_empty(new_out)
         print(f"mediastinal-ai {gargs.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _drop_if_empty(new_out)
         print(f"mediastinal-ai {gargs.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        _drop_if_empty(new_out)
         if gargs.debug:
             raise
         print(f"mediastinal-ai {gargs.command}: unexpected error: {type(e).__name__}: {e} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+# Commands whose --threshold is a probability: checked before minutes of inference, not after.
+PROBABILITY_THRESHOLD = ("segment", "run")
+
+
+def _check_before_work(command: str, args: argparse.Namespace) -> None:
+    from .errors import InputError
+
+    t = getattr(args, "threshold", None)
+    if command in PROBABILITY_THRESHOLD and t is not None and not 0.0 < float(t) < 1.0:
+        raise InputError(f"--threshold must be a probability between 0 and 1 (exclusive), got {t:g}")
+
+
+def _new_out_dir(args: argparse.Namespace):
+    """The command's ``--out`` folder when it does not exist yet (so a failure may remove it)."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or not out:
+        return None
+    p = Path(out)
+    return None if p.exists() or p.is_symlink() else p
+
+
+def _drop_if_empty(p) -> None:
+    """Remove a ``--out`` this command created when the failed command left no file in it.
+
+    Why: a failed command left an empty ``--out`` behind, which looked like a finished run
+    with no results. A folder holding any file (a partial batch, a log) is kept.
+    """
+    import os
+
+    if p is None or not p.is_dir() or p.is_symlink():
+        return
+    for _root, _dirs, files in os.walk(p):
+        if files:
+            return
+    for root, _dirs, _files in os.walk(p, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,6 +124,11 @@ def read_manifest(path: str | Path, strict: bool = True) -> list[Case] | tuple[l
     seen: set[str] = set()
     for i, d in enumerate(reader, start=1):
         try:
+            extra = [str(v) for v in (d.pop(None, None) or []) if str(v).strip()]  # type: ignore[call-overload]
+            if extra:  # "12,5" unquoted: csv reads CTC 12 and a stray field 5
+                raise InputError(f"row {i} has {len(extra)} more field(s) than the header ({', '.join(map(repr, extra[:3]))}"
+                                 "): an unquoted comma? Use a dot as decimal separator and quote text with commas",
+                                 path)
             c = parse_row(d, i, path.parent, path)
             if c.case_id in seen:
                 raise InputError(f"row {i}: duplicate case_id {c.case_id!r}", path)

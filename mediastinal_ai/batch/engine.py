@@ -225,7 +225,18 @@ def _run_lock(out: Path):
     import socket
 
     lock = out / ".lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    writable = True
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        # another user's lock file (mode 0644): a read-only descriptor still takes part in flock,
+        # so that user's live run is seen as live, never as stale
+        writable = False
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError as e:
+            raise MediastinalAIError(f"cannot open the run lock {lock.name} ({e.strerror}); is --out writable "
+                                     "by you?", out) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,8 +246,9 @@ def _run_lock(out: Path):
                 holder = os.pread(fd, 200, 0).decode().strip()
             raise _Busy(f"another batch ({holder or 'unknown process'}) is writing to this output "
                                      "folder; wait for it or use another --out", out) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the flock

@@ -104,6 +104,32 @@ class ModelCard:
         return cls.from_dict(d, source=path)
 
 
+# What each task's code outputs, in order. A card naming other classes describes a model this
+# code would label wrongly. (Fusion cards list lesion classes; fusion.model_io checks those.)
+TASK_CLASSES = {
+    "segmentation": ["background", "anterior mediastinal tumor"],
+    "risk-cnn": ["low risk (A/AB/B1)", "high risk (B2/B3/thymic carcinoma)"],
+    "risk-radiomics": ["low", "high"],
+}
+
+
+def check_card_classes(card: ModelCard, source: str | Path | None = None) -> None:
+    """Refuse a card whose ``classes`` are not what its task produces (an empty list: the default).
+
+    Why: segmentation, CNN and radiomics cards with unknown classes were accepted and their
+    outputs labelled with this code's classes, i.e. silently mislabelled.
+    """
+    classes = card.classes
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ModelError(f"model card classes must be a list of names, got {classes!r}", source)
+    if not classes:
+        return
+    expected = TASK_CLASSES.get(card.task)  # fusion cards: fusion.model_io.check_classes (taxonomy names)
+    if expected is not None and classes != expected:
+        raise ModelError(f"a {card.task} model card must list the classes {expected} (what this code outputs), "
+                         f"not {classes}", source)
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model card whose weights file exists and matches its sha256."""
@@ -139,6 +165,7 @@ def verify(card_path: str | Path, expected_task: str | None = None) -> ResolvedM
             "(file corrupted or tampered)",
             weights,
         )
+    check_card_classes(card, card_path)
     return ResolvedModel(card=card, card_path=card_path, weights_path=weights)
 
 
