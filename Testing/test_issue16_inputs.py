@@ -210,3 +210,22 @@ def test_failed_command_leaves_no_empty_out(tmp_path, capsys):
     (kept / "notes.txt").write_text("mine")
     assert main(["segment", "--input", str(missing), "--out", str(kept)]) == 2
     assert (kept / "notes.txt").read_text() == "mine"  # an existing --out is never removed
+
+
+# ----------------------------------------------------------------------------- extract-radiomics (library)
+def test_extract_cohort_library_refuses_path_like_ids(tmp_path):
+    """The CLI refuses them up front; the library function (used by other callers) does too."""
+    from mediastinal_ai.io import read_ct, write_image
+    from mediastinal_ai.radiomics.extract import extract_cohort
+
+    ct = _ct_file(tmp_path)
+    vol = read_ct(ct)
+    a = np.zeros(vol.shape, np.uint8)
+    a[2:6, 8:16, 8:16] = 1
+    mask = write_image(vol.with_array(a, units="label"), tmp_path / "mask.nii.gz")
+    m = tmp_path / "m.csv"
+    m.write_text(f"case_id,ct,mask\n../../escaped,{ct},{mask}\n", encoding="utf-8")
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(InputError, match="not a plain name"):
+        extract_cohort(m, out, workers=0)
+    assert not list(tmp_path.rglob("escaped*"))

@@ -100,6 +100,10 @@ def extract_features(ct: Volume, mask: Volume, params: str | Path | dict[str, An
 
 # ----------------------------------------------------------------------------- cohort
 def _cache_file(cache_dir: Path, case_id: str, reader: str) -> Path:
+    from ..batch.discover import safe_case_id
+
+    if safe_case_id(case_id) != case_id:  # '../x' would write outside --out
+        raise InputError(f"case id {case_id!r} is not a plain name (letters, digits, '._-'; no folders)")
     return cache_dir / f"{case_id}__reader{reader}.json"
 
 
