@@ -85,13 +85,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+PROVENANCE_SCHEMA = "mediastinal-ai-provenance/1"  # fields: docs/provenance.md
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
     """What produced an output: package version, time, platform, plus caller's details
-    (model name + sha256, parameters)."""
+    (source, model name/version/sha256, plan, parameters; see docs/provenance.md)."""
     from . import __version__
 
     return {
+        "schema": PROVENANCE_SCHEMA,
         "produced_by": f"mediastinal-ai {__version__}",
+        "package_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),

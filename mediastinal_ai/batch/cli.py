@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="DICOM folder, image file(s) or folder of NIfTI/NRRD/MHA files, or a manifest CSV")
     p.add_argument("--out", "-o", required=True, help="output folder (everything is written inside it)")
     p.add_argument("--steps", default="segment",
-                   help="comma-separated steps: qc,segment,radiomics,cnn,fusion,report (default: segment)")
+                   help="comma-separated steps: qc,segment,radiomics,cnn,fusion,dicom-sr,report (default: segment)")
     p.add_argument("--workers", type=int, default=None,
                    help="Dask worker processes on this machine (default: number of cores; 0 = plain loop, no Dask)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--force", action="store_true", help="recompute cases even when their outputs are up to date")
     p.add_argument("--dry-run", action="store_true", help="list cases and what would run, then stop")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="add the dicom-sr step: a DICOM SR (TID 1500) per DICOM case, referencing its DICOM SEG")
     p.add_argument("--mrb", action="store_true", help="with the 'scene' step: also write a one-file .mrb per case")
     # Modules that register extra steps (the headless Slicer script adds the MRML 'scene' step).
     p.add_argument("--plugin", action="append", default=[], help=argparse.SUPPRESS)
@@ -40,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     for plugin in args.plugin:
         importlib.import_module(plugin)
-    steps = order_steps([s.strip() for s in args.steps.split(",") if s.strip()])
+    names = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if getattr(args, "dicom_sr", False) and "dicom-sr" not in names:
+        names.append("dicom-sr")
+    steps = order_steps(names)
     models = {t: getattr(args, f"model_{f}") for t, f in (("segmentation", "seg"), ("risk-radiomics", "radiomics"),
                                                           ("risk-cnn", "cnn"), ("fusion", "fusion"))
               if getattr(args, f"model_{f}")}

@@ -171,6 +171,9 @@ register(Step("cnn", _lazy("mediastinal_ai.batch.task_steps", "cnn"), task="risk
               help="WHO risk from the 2D CNN, with Grad-CAM"))
 register(Step("fusion", _lazy("mediastinal_ai.batch.task_steps", "fusion"), task="fusion", needs=("segment",),
               help="benign/malignant and lesion class from CT + CTC"))
+register(Step("dicom-sr", _lazy("mediastinal_ai.batch.task_steps", "dicom_sr"),
+              needs=("segment", "radiomics", "cnn", "fusion"),
+              help="DICOM SR (TID 1500): lesion measurements and the predictions, referencing the DICOM SEG"))
 register(Step("report", _lazy("mediastinal_ai.batch.task_steps", "report"),
               needs=("qc", "segment", "radiomics", "cnn", "fusion"), help="per-case HTML/PDF report"))
 

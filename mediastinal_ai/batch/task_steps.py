@@ -7,6 +7,7 @@ import csv
 import importlib
 from typing import Any
 
+from ..case_files import RESULT_FILES
 from ..errors import InputError, MediastinalAIError
 from .steps import CaseContext
 
@@ -38,7 +39,7 @@ def segment(ctx: CaseContext) -> None:
     result = seg.segment_volume(ctx.ct, model=ctx.model("segmentation"),
                                 threshold=float(ctx.params.get("threshold", 0.5)), device=ctx.params.get("device", "auto"))
     seg.write_result(result, ctx.workdir, ctx.ct)
-    for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", "result.json"):
+    for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", RESULT_FILES["segmentation"]):
         ctx.outputs.add(name)
     ctx.mask = result.mask
     lesions = result.lesions
@@ -46,14 +47,21 @@ def segment(ctx: CaseContext) -> None:
                        tumor_volume_ml=round(sum(float(x["volume_ml"]) for x in lesions), 2),
                        largest_diameter_mm=max((float(x["max_diameter_mm"]) for x in lesions), default=0.0))
     if ctx.ct.metadata.get("dicom_files") and lesions:
-        # A DICOM input gets a DICOM SEG beside the NRRD, referencing the source series, so PACS
-        # and viewers can show it. Failing to write it is recorded, not fatal: mask.nrrd holds
-        # the same result.
-        from ..segmentation.dicom_seg import write_dicom_seg
+        # A DICOM input gets a BINARY DICOM SEG (one segment per lesion) and a FRACTIONAL SEG of
+        # the probability map beside the NRRDs, referencing the source series, so PACS and viewers
+        # can show them. Failing to write them is recorded, not fatal: the NRRDs hold the same.
+        from ..pacs import ModelRef
+        from ..pacs.export import export_case
 
         try:
-            write_dicom_seg(result.mask, ctx.ct, ctx.workdir / "segmentation.dcm")
-            ctx.outputs.add("segmentation.dcm")
+            written = export_case(ctx.ct, ctx.workdir, mask=result.mask, lesions=lesions,
+                                  seg_model=ModelRef.from_card(ctx.model("segmentation").card), labels=result.labels,
+                                  probability=result.probability, uncertainty=result.uncertainty,
+                                  threshold=result.threshold, kinds=("seg", "fractional"),
+                                  on_missing_uids=str(ctx.params.get("on_missing_uids", "generate")),
+                                  params={"command": "run", "step": "segment"})
+            for name in written:
+                ctx.outputs.add(name)
             ctx.results["dicom_seg"] = "segmentation.dcm"
         except (MediastinalAIError, ValueError) as e:
             ctx.results["dicom_seg"] = f"not written: {e}"
@@ -64,7 +72,7 @@ def segment(ctx: CaseContext) -> None:
 def radiomics(ctx: CaseContext) -> None:
     rad = _need("mediastinal_ai.radiomics", "predict_risk")
     res = rad.predict_risk(ctx.ct, ctx.tumor_mask(), model=ctx.model("risk-radiomics"))
-    ctx.write_json("radiomics_result.json", res)
+    ctx.write_json(RESULT_FILES["risk-radiomics"], res)
     ctx.results.update(p_high_risk_radiomics=res.get("probability_high_risk"),
                        risk_group_radiomics=res.get("group"))
 
@@ -75,7 +83,7 @@ def cnn(ctx: CaseContext) -> None:
     gradcam = res.pop("gradcam", None)
     if gradcam is not None:
         ctx.write_image("gradcam.nrrd", gradcam)
-    ctx.write_json("cnn_result.json", res)
+    ctx.write_json(RESULT_FILES["risk-cnn"], res)
     ctx.results.update(p_high_risk_cnn=res.get("probability_high_risk"), risk_group_cnn=res.get("group"))
 
 
@@ -87,13 +95,39 @@ def fusion(ctx: CaseContext) -> None:
     res = fu.predict_fusion(ctx.ct, ctx.tumor_mask(), clinical.get("ctc"), clinical.get("age"), clinical.get("sex"),
                             clinical.get("lesion_site"), model=ctx.model("fusion"),
                             device=_device(ctx.params.get("device", "auto")))
-    ctx.write_json("fusion_result.json", res)
+    ctx.write_json(RESULT_FILES["fusion"], res)
     _write_csv(ctx, "fusion_table.csv", fu.result_rows(res))
     f = res["fusion"]
     ctx.results.update(p_malignant_fusion=f["p_malignant"], call_fusion=f["call"],
                        top_class_fusion=f["top3"][0]["class"] if f["top3"] else "",
                        p_malignant_ct_only=(res.get("ct_only") or {}).get("p_malignant"),
                        fusion_warnings="; ".join(res.get("warnings", [])))
+
+
+def dicom_sr(ctx: CaseContext) -> None:
+    """TID 1500 SR of the case (lesions and whatever predictions the earlier steps wrote),
+    referencing the segment step's DICOM SEG; DICOM inputs only."""
+    import json
+
+    from ..pacs.export import SR_FILE, export_result_folder
+
+    if not ctx.ct.metadata.get("dicom_files"):  # a mixed cohort: the NIfTI cases are not failures
+        ctx.results["dicom_sr"] = "not written: not a DICOM input (an SR must reference DICOM images)"
+        return
+    if not (ctx.workdir / "result.json").is_file():
+        raise InputError("the dicom-sr step needs the segment step's result (add 'segment' to --steps)")
+    preds = {}
+    for key, name in (("radiomics", "radiomics_result.json"), ("cnn", "cnn_result.json"),
+                      ("fusion", "fusion_result.json")):
+        if (ctx.workdir / name).is_file():
+            preds[key] = json.loads((ctx.workdir / name).read_text(encoding="utf-8"))
+    seg_file = ctx.workdir / "segmentation.dcm"
+    written = export_result_folder(ctx.ct, ctx.workdir, predictions=preds, kinds=("sr",),
+                                   existing_seg=seg_file if seg_file.is_file() else None,
+                                   on_missing_uids=str(ctx.params.get("on_missing_uids", "generate")))
+    for name in written:
+        ctx.outputs.add(name)
+    ctx.results["dicom_sr"] = SR_FILE
 
 
 def report(ctx: CaseContext) -> None:
