@@ -24,7 +24,7 @@ from ..errors import InputError, MediastinalAIError
 from ..fileio import atomic_path, atomic_write_json, provenance
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
-from .params import apply_window, load_params, make_extractor, params_hash
+from .params import apply_window, load_params, make_extractor, params_hash, pyradiomics_params
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,11 @@ def extract_features(ct: Volume, mask: Volume, params: str | Path | dict[str, An
     label = mask.with_array(fg.astype(np.uint8), units="label").to_sitk()
     label = sitk.Cast(label, sitk.sitkUInt8)
     ex = extractor if extractor is not None else make_extractor(p)
+    from .fast import fast_bin_edges
+
     try:
-        raw = ex.execute(image, label, label=1)
+        with fast_bin_edges():  # same features, bit for bit; see fast.py
+            raw = ex.execute(image, label, label=1)
     except (ValueError, RuntimeError, IndexError) as e:  # pyradiomics' own mask checks
         raise InputError(f"pyradiomics could not use this image/mask: {e}", source) from e
     out: dict[str, float] = {}
@@ -108,15 +111,22 @@ def _cache_file(cache_dir: Path, case_id: str, reader: str) -> Path:
 
 
 def _extract_job(ct_path: str, mask_path: str, params: dict[str, Any], cache: str, case_id: str,
-                 reader: str, phash: str) -> dict[str, Any]:
+                 reader: str, phash: str, part: dict[str, Any] | None = None) -> dict[str, Any]:
     """Worker: read files, extract, write the case's cache atomically. Errors are returned, not
-    raised, so one bad case does not stop the cohort."""
+    raised, so one bad case does not stop the cohort.
+
+    With ``part`` (a pyradiomics parameter subset from :func:`.fast.split_params`) only that
+    part is extracted and its features are returned (``"features"``) for the caller to merge;
+    nothing is cached."""
     from ..io import read_ct, read_mask
 
     try:
         ct = read_ct(ct_path)
         mask = read_mask(mask_path, ct, allow_empty=True)
-        feats = extract_features(ct, mask, params, source=mask_path)
+        ex = make_extractor({**part, "preprocessing": params.get("preprocessing")}) if part is not None else None
+        feats = extract_features(ct, mask, params, extractor=ex, source=mask_path)
+        if part is not None:
+            return {"case_id": case_id, "reader": reader, "ok": True, "features": feats}
         rec = {"case_id": case_id, "reader": reader, "params_hash": phash, "features": feats}
         atomic_write_json(cache, rec)
         return {"case_id": case_id, "reader": reader, "ok": True}
@@ -129,12 +139,16 @@ def _extract_job(ct_path: str, mask_path: str, params: dict[str, Any], cache: st
 def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path | dict[str, Any] | None = None, *,
                    readers: Sequence[str] = ("1", "2"), workers: int | None = None, case_ids: Sequence[str] | None = None,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                   table_name: str = "features") -> dict[str, Any]:
+                   table_name: str = "features", split_cases: bool = True) -> dict[str, Any]:
     """Extract every case of a manifest (reader 1 = ``mask``, reader 2 = ``mask_reader2``).
 
     Writes ``<out>/<table_name>.csv`` and ``.parquet`` (columns ``case_id, reader, <features>``)
     and ``<out>/<table_name>.json`` (parameters, package versions, per-case errors). Returns
     ``{"table": DataFrame, "csv", "parquet", "sidecar", "errors", "n_extracted", "n_cached"}``.
+
+    With several workers each (case, reader) is cut into parts by image type that the workers
+    share (``split_cases``; False = one case per worker, kept for the benchmark's attribution).
+    Features are identical either way, bit for bit (``benchmarks/radiomics_extraction.py``).
     """
     import pandas as pd
 
@@ -175,15 +189,42 @@ def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path
                 done += 1
                 _note(res, errors, progress, done, len(jobs))
         else:
+            # Each (case, reader) is cut into parts by image type (fast.split_params) so that the
+            # workers share a long case; the parts' features are merged and cached here.
+            from .fast import merge_parts, split_params
+
+            parts = split_params(pyradiomics_params(p), workers if split_cases else 1)
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                pending = {pool.submit(_extract_job, ct, mp, pdict, str(_cache_file(cache_dir, cid, r)), cid, r, phash)
-                           for ct, mp, cid, r in todo}
+                pending = {}
+                for ct, mp, cid, r in todo:
+                    for k, part in enumerate(parts):
+                        fut = pool.submit(_extract_job, ct, mp, pdict, "", cid, r, phash, part)
+                        pending[fut] = (cid, r, k)
+                got: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+                failed: set[tuple[str, str]] = set()
                 try:
                     while pending:
-                        finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        finished, _ = wait(set(pending), timeout=1.0, return_when=FIRST_COMPLETED)
                         for f in finished:
-                            done += 1
-                            _note(f.result(), errors, progress, done, len(jobs))
+                            cid, r, k = pending.pop(f)
+                            res = f.result()
+                            key = (cid, r)
+                            if key in failed:
+                                continue
+                            if not res["ok"]:
+                                failed.add(key)
+                                got.pop(key, None)
+                                done += 1
+                                _note(res, errors, progress, done, len(jobs))
+                                continue
+                            got.setdefault(key, {})[k] = res["features"]
+                            if len(got[key]) == len(parts):
+                                by_part = got.pop(key)
+                                feats = merge_parts([by_part[i] for i in range(len(parts))], p)
+                                atomic_write_json(_cache_file(cache_dir, cid, r), {
+                                    "case_id": cid, "reader": r, "params_hash": phash, "features": feats})
+                                done += 1
+                                _note({"case_id": cid, "reader": r, "ok": True}, errors, progress, done, len(jobs))
                         check(cancel)
                 except BaseException:
                     for f in pending:
