@@ -326,3 +326,94 @@ def test_dciodvfy_present_under_ci():
     if os.environ.get("MEDIASTINAL_AI_REQUIRE_DCIODVFY") != "1":
         pytest.skip("not under CI (.ci/run sets MEDIASTINAL_AI_REQUIRE_DCIODVFY=1)")
     assert shutil.which("dciodvfy"), "dciodvfy missing under CI: .ci/run must install dicom3tools"
+
+
+def _synthetic_dicom_series(folder, seed=91_235, cls="thymoma_B2"):
+    """A synthetic case (labelled synthetic) written as a DICOM series; returns (files, case)."""
+    from pydicom.uid import generate_uid
+    from test_io import write_series
+
+    from mediastinal_ai.synthetic import generate_case
+
+    c = generate_case(seed, cls)
+    sx, sy, sz = c.ct.spacing_xyz
+    files = write_series(folder, c.ct.array.astype(np.int16), spacing=(sy, sx), dz=sz, origin=c.ct.origin_xyz,
+                         extra={"FrameOfReferenceUID": generate_uid(), "PatientID": "SYNTH2",
+                                "PatientName": "SYNTHETIC^CASE"})
+    return files, c
+
+
+def _fake_segment_volume(case):
+    """segment_volume with the network replaced by a known probability map (the synthetic case's
+    own lesion, blurred), so the DICOM wiring tests are fast; post-processing is the real one."""
+    from mediastinal_ai.segmentation import inference
+
+    def fake(ct, model, *, threshold=0.5, **kw):
+        from scipy import ndimage
+
+        lab = np.asarray(case.mask.array) > 0
+        p = np.clip(ndimage.gaussian_filter(lab.astype(np.float32), 1.0) * 1.2, 0, 1).astype(np.float32)
+        prob = ct.with_array(p, units="probability")
+        mask, labels, lesions, _ = inference.postprocess_full(ct, prob, threshold)
+        unc = ct.with_array((p * (1 - p) * 0.5).astype(np.float32), units="probability")
+        return inference.SegmentationResult(prob, mask, labels, lesions, threshold, model.label, model.card.sha256,
+                                            {"threshold": threshold}, uncertainty=unc)
+
+    return fake
+
+
+def test_batch_dicom_sr_step_on_a_synthetic_dicom_series(tmp_path, dciodvfy, monkeypatch):
+    """run --steps segment,dicom-sr on a DICOM series (synthetic, written by the test): SEG,
+    fractional SEG and SR are in the case folder, pass dciodvfy, and the SR references the SEG."""
+    import pydicom
+
+    import mediastinal_ai.segmentation as segpkg
+    from mediastinal_ai.batch import RunConfig, discover, run_cohort
+
+    _, case = _synthetic_dicom_series(tmp_path / "dicom" / "case1")
+    monkeypatch.setattr(segpkg, "segment_volume", _fake_segment_volume(case))
+    rows = run_cohort(discover(tmp_path / "dicom"), tmp_path / "out", RunConfig(steps=["segment", "dicom-sr"],
+                                                                                 workers=0))
+    assert [r["status"] for r in rows] == ["ok"], rows
+    case_dir = next((tmp_path / "out" / "cases").iterdir())
+    assert rows[0]["dicom_sr"] == "measurements_sr.dcm"
+    sr = pydicom.dcmread(case_dir / "measurements_sr.dcm")
+    dciodvfy(case_dir / "measurements_sr.dcm")
+    items = _sr_items(sr)
+    n = [float(it.MeasuredValueSequence[0].NumericValue) for it in items if it.ValueType == "NUM"
+         and it.ConceptNameCodeSequence[0].CodeMeaning == "Number of lesions found"]
+    assert n == [float(rows[0]["n_lesions"])] and n[0] >= 1
+    if int(rows[0]["n_lesions"]):
+        for name in ("segmentation.dcm", "probability_seg.dcm"):
+            dciodvfy(case_dir / name)
+        seg_uid = pydicom.dcmread(case_dir / "segmentation.dcm", stop_before_pixels=True).SOPInstanceUID
+        refs = {str(r.ReferencedSOPInstanceUID) for it in items if it.ValueType == "IMAGE"
+                for r in it.ReferencedSOPSequence}
+        assert seg_uid in refs
+    rec = json.loads((case_dir / "dicom_export.json").read_text(encoding="utf-8"))
+    assert "measurements_sr.dcm" in rec["files"] and rec["models"][0]["task"] == "segmentation"
+
+
+def test_segment_cli_dicom_sr_writes_seg_fractional_seg_and_sr(tmp_path, monkeypatch, dciodvfy):
+    """segment --dicom-sr wiring, with the network replaced by a known probability map (the
+    synthetic case's own lesion, blurred) so the test is fast; the model card is the demo's."""
+    import pydicom
+
+    import mediastinal_ai.segmentation as segpkg
+    from mediastinal_ai import cli
+
+    _, case = _synthetic_dicom_series(tmp_path / "dicom")
+    monkeypatch.setattr(segpkg, "segment_volume", _fake_segment_volume(case))
+    rc = cli.main(["segment", "--input", str(tmp_path / "dicom"), "--out", str(tmp_path / "o"), "--dicom-sr",
+                   "--device", "cpu"])
+    assert rc == 0
+    for name in ("segmentation.dcm", "probability_seg.dcm", "measurements_sr.dcm"):
+        assert (tmp_path / "o" / name).is_file(), name
+        dciodvfy(tmp_path / "o" / name)
+    alg = pydicom.dcmread(tmp_path / "o" / "segmentation.dcm").SegmentSequence[0] \
+        .SegmentationAlgorithmIdentificationSequence[0]
+    from mediastinal_ai.models import resolve
+
+    card = resolve(None, task="segmentation").card
+    assert alg.AlgorithmName == card.name and alg.AlgorithmVersion == card.version
+    assert card.sha256 in alg.AlgorithmParameters
