@@ -19,6 +19,8 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
+from conftest import REAL_CT_DIR  # noqa: E402 - honours MEDIASTINAL_AI_REAL_CT
+
 from mediastinal_ai.mrml import nodes, process  # noqa: E402
 from mediastinal_ai.volume import Volume  # noqa: E402
 
@@ -469,7 +471,7 @@ def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_pat
 
     # a real CT series with its SOP instance UIDs (Slicer's DICOM database indexes files by them;
     # abdomen_ct_dicom_series has them blanked, so Slicer would not even index it)
-    series = REPO.parent / "shared" / "data" / "real-ct" / "lidc-contrast-slabs" / "LIDC-IDRI-0003"
+    series = REAL_CT_DIR / "lidc-contrast-slabs" / "LIDC-IDRI-0003"
     if not series.is_dir():
         pytest.skip(f"real CT samples not found at {series}")
     vol = read_ct(series)
@@ -510,7 +512,7 @@ def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_pat
 
 
 # ------------------------------------------------------------------------------ defect 7: jobs in a child
-REAL_CT = REPO.parent / "shared" / "data" / "real-ct" / "mediastinum_crop_ct.nii.gz"
+REAL_CT = REAL_CT_DIR / "mediastinum_crop_ct.nii.gz"
 
 
 def _real_ct_case(scene):
