@@ -220,7 +220,7 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
     The segment is rebuilt from the probability map with the run's own post-processing (the
     saved anatomy, so components outside the mediastinum are dropped as in ``mask.nrrd``)."""
     from ..anatomy import ChestAnatomy
-    from ..io import read_image
+    from ..io.probability import read_probability as read_image  # uint16 fixed point or old float32 maps
     from ..segmentation.inference import postprocess_full
 
     d = Path(result_dir)

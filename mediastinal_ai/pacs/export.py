@@ -140,7 +140,8 @@ def export_result_folder(ct: Volume, result_dir: str | Path, out_dir: str | Path
                          predictions: dict[str, Any] | None = None, **kw: Any) -> dict[str, Path]:
     """DICOM outputs from a ``mediastinal-ai segment`` folder (mask.nrrd, probability.nrrd,
     result.json; uncertainty.nrrd when present) on its DICOM CT."""
-    from ..io import read_image, read_mask
+    from ..io import read_mask
+    from ..io.probability import read_probability as read_image  # uint16 fixed point or old float32
 
     d = Path(result_dir)
     for name in ("mask.nrrd", "result.json"):

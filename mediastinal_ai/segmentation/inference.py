@@ -323,21 +323,27 @@ def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: t
 
 
 def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | None = None) -> dict[str, Path]:
-    """mask.nrrd, probability.nrrd, lesions.csv, result.json — each written atomically."""
+    """mask.nrrd, probability.nrrd, lesions.csv, result.json — each written atomically.
+
+    The probability and uncertainty maps are stored as uint16 fixed point (value · 10000, see
+    :mod:`mediastinal_ai.io.probability`): exact re-thresholding at any threshold with up to four
+    decimals, written in well under a second; :func:`~mediastinal_ai.io.probability.read_probability`
+    reads them (and the float32 maps of earlier versions) back as float32."""
     import csv
 
     from ..fileio import atomic_path, atomic_write_json, provenance
     from ..io import write_image
+    from ..io.probability import write_probability
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out / "mask.nrrd", "probability": out / "probability.nrrd", "lesions": out / "lesions.csv",
              "result": out / "result.json"}
     write_image(result.mask, paths["mask"])
-    write_image(result.probability, paths["probability"])
+    write_probability(result.probability, paths["probability"])
     if result.uncertainty is not None:
         paths["uncertainty"] = out / "uncertainty.nrrd"
-        write_image(result.uncertainty, paths["uncertainty"])
+        write_probability(result.uncertainty, paths["uncertainty"])
     if result.chest is not None:
         paths.update({f"anatomy_{k}": v for k, v in result.chest.save(out).items()})
     cols = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_lps_mm", "mean_hu", "max_probability", "voxels",
