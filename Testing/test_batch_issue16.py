@@ -5,6 +5,7 @@ failed row, not the end of the run; summary.json always agrees with results.csv.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -233,9 +234,20 @@ def test_case_that_kills_its_worker_fails_alone(tmp_path):
     for k in range(3):
         synthetic_ct_file(d / f"c{k}.nii.gz", seed=k)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    scratch = tmp_path / "tmp"  # TMPDIR of the run: Dask's scratch must stay under --out
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TMPDIR": str(scratch)}
     r = subprocess.run([*CLI, "run", "--input", str(d), "--out", str(out), "--steps", "crash16", "--workers", "1",
                         "--plugin", "issue16_crash"], capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "2 ok" in r.stdout and "1 failed" in r.stdout
+    assert "2 ok" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr
     assert "worker process died" in r.stdout
+    rows = {row["case_id"]: row for row in csv.DictReader((out / "results.csv").open())}
+    assert rows["c1"]["status"] == "failed" and rows["c1"]["error_type"] == "WorkerDied"
+    assert rows["c0"]["status"] == rows["c2"]["status"] == "ok"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and (summary["ok"], summary["failed"]) == (2, 1)
+    assert sorted((out / "cases").iterdir()) == [out / "cases" / "c0", out / "cases" / "c2"]
+    assert not (out / ".work").exists()
+    assert not list(scratch.iterdir()), list(scratch.iterdir())

@@ -333,6 +333,12 @@ def _run_locked(cases: list[CaseSpec], out: Path, steps: list[str], cfg: RunConf
 def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
     from distributed import Client, as_completed
 
+    quiet = None
+    if not log.isEnabledFor(logging.DEBUG):
+        # Dask logs a dying worker as ERRORs naming every case it held ("marked as failed"), even
+        # those rerun and finished here; our rows say what happened, -v shows Dask's own view.
+        quiet = logging.getLogger("distributed").level
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if cfg.scheduler:
         client = Client(cfg.scheduler)
         cluster = None
@@ -347,21 +353,30 @@ def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
         futures = {submit(c): c for c in cases}
         lost: list[CaseSpec] = []
         for fut in as_completed(list(futures)):
+            spec = futures.pop(fut)
             try:
                 done(fut.result())
             except Exception:  # noqa: BLE001 - its worker died (OOM, native crash): maybe this case, maybe another
-                lost.append(futures[fut])
+                lost.append(spec)
+            finally:
+                # a finished case's row is ours now: released, Dask does not recompute it when a worker dies
+                fut.release()
         # A dying worker takes every case queued on it along; run those again one at a time, so a
         # death now is the case's own: it is recorded as failed and the others still finish.
         for c in lost:
+            fut = submit(c)
             try:
-                done(submit(c).result())
+                done(fut.result())
             except Exception as e:  # noqa: BLE001
                 done(_worker_died_row(c, steps, e))
+            finally:
+                fut.release()
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+        if quiet is not None:
+            logging.getLogger("distributed").setLevel(quiet)
 
 
 def _worker_died_row(spec: CaseSpec, steps: list[str], e: BaseException) -> dict[str, Any]:
