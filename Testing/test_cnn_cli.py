@@ -1,5 +1,5 @@
 """CNN command line: train-cnn on a tiny synthetic cohort writes a loadable model + card + log,
-predict-cnn writes result.json / gradcam.nrrd on the CT grid / PNG, and bad inputs give a clean
+predict-cnn writes cnn_result.json / gradcam.nrrd on the CT grid / PNG, and bad inputs give a clean
 error (exit code 2, message naming the problem) rather than a traceback."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_predict_cnn_cli_outputs_on_the_ct_grid(tmp_path):
     out = tmp_path / "pred"
     assert main(["predict-cnn", "--ct", str(tmp_path / "ct.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
                  "--out", str(out)]) == 0
-    res = json.loads((out / "result.json").read_text())
+    res = json.loads((out / "cnn_result.json").read_text())
     assert 0 <= res["probability_high_risk"] <= 1 and res["group"] in ("low", "high")
     assert res["provenance"]["model_sha256"] == res["model_sha256"]
     heat = read_image(out / "gradcam.nrrd")
@@ -77,4 +77,4 @@ def test_predict_cnn_cli_refuses_bad_inputs(tmp_path, capsys):
     rc = main(["predict-cnn", "--ct", str(tmp_path / "ct.nii.gz"), "--mask", str(tmp_path / "empty.nii.gz"),
                "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "not found" in capsys.readouterr().err
-    assert not (tmp_path / "o" / "result.json").exists()
+    assert not (tmp_path / "o" / "cnn_result.json").exists()

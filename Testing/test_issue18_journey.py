@@ -259,3 +259,56 @@ def test_installing_a_fusion_model_installs_updates_or_removes_its_ct_only_twin(
     assert main(["models", "install", str(lone / third.name)]) == 0
     assert "not found beside" in capsys.readouterr().out
     assert not twin.exists()
+
+
+# ----------------------------------------------------------------------------- item 4 (one case folder)
+@pytest.mark.slow
+def test_one_case_folder_segment_predict_all_then_report_and_batch_use_the_same_names(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("radiomics")
+    from mediastinal_ai.case_files import RESULT_FILES, find_result
+    from mediastinal_ai.evaluation.report import gather_case
+    from mediastinal_ai.io import write_image
+    from mediastinal_ai.synthetic import generate_case
+
+    c = generate_case(7100)
+    write_image(c.ct, tmp_path / "ct.nii.gz")
+    write_image(c.mask, tmp_path / "mask.nii.gz")
+    ct, mask, case = str(tmp_path / "ct.nii.gz"), str(tmp_path / "mask.nii.gz"), tmp_path / "case"
+    assert main(["segment", "--input", ct, "--out", str(case)]) == 0
+    assert main(["predict-radiomics", "--ct", ct, "--mask", mask, "--out", str(case)]) == 0
+    assert main(["predict-cnn", "--ct", ct, "--mask", mask, "--out", str(case)]) == 0
+    assert main(["predict-fusion", "--ct", ct, "--mask", mask, "--ctc", "3", "--out", str(case)]) == 0
+    tasks = {t: json.loads((case / n).read_text()).get("task") for t, n in RESULT_FILES.items()}
+    assert tasks == {t: t for t in RESULT_FILES}  # four files, none overwrote another
+    parts = gather_case(case)["parts"]
+    assert all(parts[k] for k in ("segmentation", "radiomics", "cnn", "fusion")), parts.keys()
+    assert main(["report", "--case", str(case), "--out", str(tmp_path / "rep")]) == 0
+    # the batch writes the same names into cases/<id>/
+    man = tmp_path / "m.csv"
+    man.write_text(f"case_id,ct,mask,ctc\nk1,{ct},{mask},3\n")
+    assert main(["run", "-i", str(man), "-o", str(tmp_path / "batch"), "--steps", "radiomics,cnn,fusion",
+                 "--workers", "0"]) == 0
+    folder = tmp_path / "batch" / "cases" / "k1"
+    for task in ("risk-radiomics", "risk-cnn", "fusion"):
+        assert find_result(folder, task) == folder / RESULT_FILES[task]
+        a, b = (json.loads((d / RESULT_FILES[task]).read_text()) for d in (case, folder))
+        assert a["task"] == b["task"] == task
+
+
+def test_older_case_folders_are_still_read(tmp_path):
+    """A predict-cnn result.json (the old name) is the CNN part, not a segmentation; an older
+    fusion result without 'task' is recognised too."""
+    from mediastinal_ai.case_files import find_result, result_path
+
+    (tmp_path / "result.json").write_text(json.dumps({"task": "risk-cnn", "probability_high_risk": 0.7}))
+    assert find_result(tmp_path, "risk-cnn") == tmp_path / "result.json"
+    assert find_result(tmp_path, "segmentation") is None
+    (tmp_path / "segmentation_result.json").write_text(json.dumps({"task": "segmentation", "lesions": []}))
+    assert find_result(tmp_path, "segmentation") == tmp_path / "segmentation_result.json"
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "result.json").write_text(json.dumps({"fusion": {}, "ct_only": None}))
+    assert find_result(other, "fusion") == other / "result.json"
+    assert result_path(tmp_path / "x.json", "fusion") == tmp_path / "x.json"
+    assert result_path(tmp_path, "fusion") == tmp_path / "fusion_result.json"

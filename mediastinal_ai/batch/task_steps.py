@@ -8,6 +8,7 @@ import importlib
 from typing import Any
 
 from ..case_files import RESULT_FILES
+from ..case_files import RESULT_FILES
 from ..errors import InputError, MediastinalAIError
 from .steps import CaseContext
 

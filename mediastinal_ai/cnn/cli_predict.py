@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", required=True, help="tumor mask on the CT grid")
     p.add_argument("--model", default=None, help="risk-cnn model name, card or folder (default: demo-risk-cnn)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    p.add_argument("--out", required=True, help="output folder: result.json, gradcam.nrrd, gradcam.png")
+    p.add_argument("--out", required=True,
+                   help="case folder: cnn_result.json, gradcam.nrrd, gradcam.png (beside segment's outputs)")
 
 
 def overlay_png(ct: Any, mask: Any, heat: Any, k: int, path: Path, title: str = "") -> None:
@@ -63,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["outputs"] = {"gradcam": "gradcam.nrrd", "overlay": "gradcam.png"}
     result["provenance"] = provenance(model=model.card.name, model_sha256=model.card.sha256)
-    atomic_write_json(out / "result.json", result)
+    from ..case_files import result_name
+
+    atomic_write_json(out / result_name("risk-cnn"), result)
     print(f"P(high risk) = {result['probability_high_risk']:.3f} → {result['group']} ({result['model']})")
     for w in result.get("warnings", []):
         print(f"warning: {w}")
-    print(f"wrote {out / 'result.json'}, gradcam.nrrd, gradcam.png")
+    print(f"wrote {out / result_name('risk-cnn')}, gradcam.nrrd, gradcam.png")
     return 0

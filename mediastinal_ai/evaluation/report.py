@@ -162,15 +162,15 @@ def gather_case(case_dir: str | Path, ct=None, mask=None, gradcam=None, case_id:
     if not d.is_dir():
         raise InputError("case result folder does not exist", d)
     meta = _read_json(d / "case.json") or {}
-    seg = _read_json(d / "result.json")
-    if seg is not None and seg.get("task") not in (None, "segmentation"):
-        seg = None
-    if seg is None:
-        seg = _read_json(d / "segmentation_result.json")
-    parts: dict[str, Any] = {"segmentation": seg}
-    for key, name, _ in RISK_PARTS:
-        parts[key] = _read_json(d / name)
-    parts["fusion"] = _read_json(d / "fusion_result.json")
+    from ..case_files import find_result
+
+    def part(task: str) -> dict[str, Any] | None:  # one naming scheme (case_files), older names still read
+        p = find_result(d, task)
+        return _read_json(p) if p is not None else None
+
+    seg = part("segmentation")
+    parts: dict[str, Any] = {"segmentation": seg, "radiomics": part("risk-radiomics"), "cnn": part("risk-cnn"),
+                             "fusion": part("fusion")}
     lesions = _read_csv(d / "lesions.csv")
     if lesions is None and seg and isinstance(seg.get("lesions"), list):
         lesions = seg["lesions"]

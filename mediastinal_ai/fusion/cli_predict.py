@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CT-only baseline (default: the one trained with the fusion model, named in its card)")
     p.add_argument("--no-ct-only", action="store_true", help="skip the CT-only side-by-side prediction")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--out", required=True, help="result JSON file to write")
+    p.add_argument("--out", required=True,
+                   help="case folder (writes fusion_result.json in it, beside segment's outputs) or a .json file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["provenance"] = provenance(model=result["fusion"]["model_name"],
                                       model_sha256=result["fusion"]["model_sha256"])
-    atomic_write_json(args.out, result)
+    from ..case_files import result_path
+
+    out = result_path(args.out, "fusion")
+    atomic_write_json(out, result)
     f, c = result["fusion"], result["ct_only"]
     top = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in f["top3"])
     print(f"fusion (CT + CTC): P(malignant) = {f['p_malignant']:.3f} → {f['call']}; top-3: {top}")
@@ -51,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"CT only:           P(malignant) = {c['p_malignant']:.3f} → {c['call']}; top-3: {top}")
     for w in result["warnings"]:
         print(f"warning: {w}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0

@@ -62,6 +62,7 @@ def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: Progr
     p = float(m.pipeline.predict_proba(X)[0, 1])
     contrib = contributions(m.pipeline, X)
     result = {
+        "task": "risk-radiomics",
         "probability_high_risk": p,
         "group": "high" if p >= m.threshold else "low",
         "threshold": m.threshold,
