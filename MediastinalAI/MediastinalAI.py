@@ -193,12 +193,21 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadDicomFolderButton.connect("clicked(bool)", self.onLoadDicomFolder)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        # tracking is off in the .ui: valueChanged comes once, on release, not on every drag tick
+        # tracking is off in the .ui: valueChanged comes once, on release, not on every drag tick.
+        # Typing in the spin box and the parameter node's GUI updates also emit it: a short
+        # single-shot timer applies only the last value, and a value equal to the threshold the
+        # segment already has does nothing (see MediastinalAILogic.thresholdAction).
+        self._thresholdTimer = qt.QTimer()
+        self._thresholdTimer.setSingleShot(True)
+        self._thresholdTimer.setInterval(400)
+        self._thresholdTimer.connect("timeout()", self.applyPendingThreshold)
+        self._pendingThreshold = None
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         self._segmentBinding = SegmentSelectorBinding(
             self.ui.tumorSegmentSelector, lambda: self._parameterNode
         )
         self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
+        self.ui.exportDicomSrButton.connect("clicked(bool)", self.onExportDicomSr)
         self.ui.exportNrrdButton.connect("clicked(bool)", self.onExportNrrd)
         self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
         self.ui.predictCnnButton.connect("clicked(bool)", self.onPredictCnn)
@@ -284,6 +293,7 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = hasCt and not running
         self.ui.cancelButton.enabled = running
         self.ui.exportDicomSegButton.enabled = hasCt and hasSegment and not running
+        self.ui.exportDicomSrButton.enabled = hasCt and hasSegment and not running
         self.ui.exportNrrdButton.enabled = hasCt and hasSegment and not running
         self.ui.show3DButton.enabled = hasSegment
         self.ui.predictCnnButton.enabled = hasCt and hasSegment and not running
@@ -464,18 +474,29 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
 
     def onThresholdChanged(self, value):
-        p = self._parameterNode
-        if p is None or p.probabilityVolume is None or p.segmentation is None or not p.segmentId:
+        self._pendingThreshold = value
+        self._thresholdTimer.start()  # restarts: only the last of a burst of values is applied
+
+    def applyPendingThreshold(self):
+        """Re-threshold the stored probability map with the slider's last value, asking first when
+        the segment was edited (a refusal puts the slider back on the applied threshold)."""
+        p, value = self._parameterNode, self._pendingThreshold
+        self._pendingThreshold = None
+        if p is None or value is None or self._runner.isRunning():
             return
-        if self._runner.isRunning():
+        action = self.logic.thresholdAction(p.probabilityVolume, p.segmentation, p.segmentId, value)
+        if action == "none":
             return
-        if self.logic.isEdited(p.segmentation) and not slicer.util.confirmOkCancelDisplay(
+        if action == "confirm" and not slicer.util.confirmOkCancelDisplay(
             _(
                 "The tumor segment was edited. A new threshold replaces it with the thresholded "
                 "probability map and your edits are lost. Apply the threshold {t:.2f}?"
             ).format(t=value),
             windowTitle=_("MediastinalAI: replace the edited segment?"),
         ):
+            applied = self.logic.appliedThreshold(p.probabilityVolume)
+            if applied is not None:
+                p.threshold = applied  # the slider shows what the segment was made with
             self._status(_("Threshold not applied: your edits are kept."))
             return
         try:
@@ -505,6 +526,23 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._error(_("DICOM SEG export failed."), e)
             return
         self._status(_("Saved DICOM SEG {path}").format(path=path))
+
+    def onExportDicomSr(self):
+        if not self._ensureDependencies("dicom-seg"):
+            return
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SR: choose a folder"))
+        if not folder:
+            return
+        try:
+            volume, segmentation, segmentId = self._requireSegment()
+            with slicer.util.WaitCursor():
+                written = self.logic.exportDicomSr(
+                    volume, segmentation, segmentId, folder, probabilityNode=self._parameterNode.probabilityVolume
+                )
+        except Exception as e:
+            self._error(_("DICOM SR export failed."), e)
+            return
+        self._status(_("Saved {files} in {folder}").format(files=", ".join(sorted(written)), folder=folder))
 
     def onExportNrrd(self):
         path = qt.QFileDialog.getSaveFileName(
@@ -747,6 +785,30 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
         )
 
     @staticmethod
+    def appliedThreshold(probabilityNode):
+        """The threshold the segment was last made with (kept on the probability node), or None."""
+        from mediastinal_ai.mrml import segmentation
+
+        text = probabilityNode.GetAttribute(segmentation.ATTR_THRESHOLD) if probabilityNode is not None else None
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return None
+
+    def thresholdAction(self, probabilityNode, segmentationNode, segmentId, value):
+        """What a new slider value should do: "none" (no probability map or segment, or the value
+        the segment already has: a GUI update, not a user change), "confirm" (the segment was
+        edited: ask before replacing it) or "apply"."""
+        if probabilityNode is None or segmentationNode is None or not segmentId:
+            return "none"
+        if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            return "none"
+        applied = self.appliedThreshold(probabilityNode)
+        if applied is not None and abs(float(value) - applied) < 0.5e-2:  # the slider has 2 decimals
+            return "none"
+        return "confirm" if self.isEdited(segmentationNode) else "apply"
+
+    @staticmethod
     def watchEdits(segmentationNode):
         """Mark the node edited when the user changes it (Segment Editor): see isEdited."""
         if segmentationNode is None:
@@ -778,6 +840,21 @@ class MediastinalAILogic(ScriptedLoadableModuleLogic):
 
         return segmentation.export_dicom_seg(
             self.scene, segmentationNode, segmentId, volumeNode, path, dicom_files=self.dicomSourceFiles(volumeNode)
+        )
+
+    def exportDicomSr(self, volumeNode, segmentationNode, segmentId, folder, probabilityNode=None):
+        """SEG, fractional SEG, TID 1500 SR (lesions and the scene's predictions) and
+        dicom_export.json into ``folder``; name → path."""
+        from mediastinal_ai.mrml import pacs
+
+        return pacs.export_dicom_sr(
+            self.scene,
+            volumeNode,
+            segmentationNode,
+            segmentId,
+            folder,
+            dicom_files=self.dicomSourceFiles(volumeNode),
+            probability_node=probabilityNode,
         )
 
     def exportMask(self, segmentationNode, segmentId, volumeNode, path):
@@ -900,7 +977,7 @@ class MediastinalAITest(ScriptedLoadableModuleTest):
     """Runs inside Slicer (Developer mode → Reload and Test, or --python-code with runTest).
 
     Uses only what Slicer bundles unless a test first checks ``missingDependencies`` and skips
-    with a message (Testing/test_slicer_imports.py checks this statically): "Reload and Test"
+    with a message (Testing/test_slicer_self_tests.py runs it with every other package made unimportable): "Reload and Test"
     passes on a clean Slicer.
     """
 

@@ -634,3 +634,125 @@ def test_widget_buttons_start_child_jobs_instead_of_computing_on_the_main_thread
         for f in methods.values():  # nothing else in the widget runs them either
             called = {c.func.attr for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
             assert not called & in_process, f"{module}Widget.{f.name} calls {called & in_process}"
+
+
+# ------------------------------------------------------------------------------ defect 8: threshold
+def _imported_result(scene, tmp_path):
+    from mediastinal_ai.io import write_image
+    from mediastinal_ai.mrml import segmentation as seg
+
+    ct, _, _ = _body_case(scene)
+    v = nodes.node_to_volume(ct)
+    prob = np.zeros(v.shape, np.float32)
+    prob[8:16, 16:32, 16:32] = 0.55  # a core at 0.9 inside a rim at 0.55: thresholds 0.5 / 0.7 differ
+    prob[10:14, 20:28, 20:28] = 0.9
+    write_image(v.with_array(prob, units="probability"), tmp_path / "probability.nrrd")
+    (tmp_path / "result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
+    result = seg.import_result(scene, ct, tmp_path)
+    seg.watch_edits(result["segmentation_node"])
+    return ct, result
+
+
+def _segment_voxels(result, ct):
+    return int(nodes.segment_to_mask(result["segmentation_node"], result["segment_id"], ct).array.sum())
+
+
+def _edit(result):
+    img = slicer.vtkOrientedImageData()
+    result["segmentation_node"].GetBinaryLabelmapRepresentation(result["segment_id"], img)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        img, result["segmentation_node"], result["segment_id"])
+
+
+def test_threshold_action_ignores_gui_updates_and_asks_for_edited_segments(scene, tmp_path):
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    ct, r = _imported_result(scene, tmp_path)
+    prob, segmentation, sid = r["probability_node"], r["segmentation_node"], r["segment_id"]
+    assert logic.appliedThreshold(prob) == 0.5
+    assert logic.thresholdAction(prob, segmentation, sid, 0.5) == "none"  # the GUI showing the stored value
+    assert logic.thresholdAction(prob, segmentation, sid, 0.7) == "apply"
+    assert logic.thresholdAction(None, segmentation, sid, 0.7) == "none"
+    assert logic.thresholdAction(prob, segmentation, "no such segment", 0.7) == "none"
+    _edit(r)
+    assert logic.thresholdAction(prob, segmentation, sid, 0.7) == "confirm"
+
+
+class _FakeTimer:
+    def __init__(self):
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+
+
+def _fake_widget(mod, logic, p):
+    w = types.SimpleNamespace(_parameterNode=p, _pendingThreshold=None, _thresholdTimer=_FakeTimer(), logic=logic,
+                              _runner=types.SimpleNamespace(isRunning=lambda: False), statuses=[], errors=[])
+    w._status = w.statuses.append
+    w._error = lambda message, e: w.errors.append((message, e))
+    return w
+
+
+def test_threshold_slider_applies_the_last_value_once_and_keeps_refused_edits(scene, tmp_path, monkeypatch):
+    """Defect 8: a burst of valueChanged (spin-box typing, GUI updates) re-thresholds once, with
+    the last value; an edited segment is replaced only after the user agrees; refusing keeps the
+    edits and puts the slider back on the threshold the segment was made with."""
+    import contextlib
+
+    mod = _load("MediastinalAI")
+    logic = mod.MediastinalAILogic()
+    ct, r = _imported_result(scene, tmp_path)
+    p = types.SimpleNamespace(probabilityVolume=r["probability_node"], segmentation=r["segmentation_node"],
+                              segmentId=r["segment_id"], threshold=0.5, lesionTable=r["table_node"])
+    calls = {"rethreshold": 0, "asked": []}
+    real = logic.rethreshold
+
+    def counting(*a, **k):
+        calls["rethreshold"] += 1
+        return real(*a, **k)
+
+    logic.rethreshold = counting
+    answer = {"ok": False}
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda text, **k: calls["asked"].append(text) or answer["ok"], raising=False)
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext, raising=False)
+    widget_cls = mod.MediastinalAIWidget
+    w = _fake_widget(mod, logic, p)
+    at_05 = _segment_voxels(r, ct)
+
+    for value in (0.6, 0.65, 0.7):  # three signals in a row
+        widget_cls.onThresholdChanged(w, value)
+    assert w._thresholdTimer.starts == 3 and calls["rethreshold"] == 0  # nothing on the main thread yet
+    widget_cls.applyPendingThreshold(w)  # the timer fires once
+    assert calls["rethreshold"] == 1 and calls["asked"] == []
+    at_07 = _segment_voxels(r, ct)
+    assert at_07 < at_05 and logic.appliedThreshold(p.probabilityVolume) == 0.7
+
+    widget_cls.onThresholdChanged(w, 0.7)  # the parameter node re-showing the value: nothing to do
+    widget_cls.applyPendingThreshold(w)
+    assert calls["rethreshold"] == 1
+
+    _edit(r)  # the user edits the segment in Segment Editor ...
+    widget_cls.onThresholdChanged(w, 0.5)  # ... then moves the slider, and refuses
+    widget_cls.applyPendingThreshold(w)
+    assert len(calls["asked"]) == 1 and calls["rethreshold"] == 1
+    assert _segment_voxels(r, ct) == at_07 and logic.isEdited(p.segmentation)
+    assert p.threshold == 0.7 and w.statuses[-1].startswith("Threshold not applied")
+
+    answer["ok"] = True  # now agrees
+    widget_cls.onThresholdChanged(w, 0.5)
+    widget_cls.applyPendingThreshold(w)
+    assert calls["rethreshold"] == 2 and _segment_voxels(r, ct) == at_05 and not logic.isEdited(p.segmentation)
+    assert w.errors == []
+
+
+def test_threshold_slider_updates_on_release_only():
+    """ctkSliderWidget emits valueChanged on every drag tick unless tracking is off (CTK
+    ctkSliderWidget.cpp: with tracking off, stopChanging() emits it once on release)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(REPO / "MediastinalAI" / "Resources" / "UI" / "MediastinalAI.ui").getroot()
+    slider = next(w for w in root.iter("widget") if w.get("name") == "thresholdSliderWidget")
+    assert slider.get("class") == "ctkSliderWidget"
+    props = {pr.get("name"): pr for pr in slider.findall("property")}
+    assert props["tracking"].findtext("bool") == "false"

@@ -49,7 +49,7 @@ SLICER_REQUIREMENTS: dict[str, str] = {
 #: source at tag v5.10.0; SimpleITK is built by External_SimpleITK.cmake) and Slicer's own
 #: modules. Later releases add to it (highdicom from 5.12), so this is the common floor.
 #: Everything a module imports when it loads, and everything its self-test needs unless the test
-#: checks ``missing()`` first, must be in here (Testing/test_slicer_imports.py checks).
+#: checks ``missing()`` first, must be in here (Testing/test_slicer_self_tests.py checks).
 SLICER_BUNDLED: frozenset[str] = frozenset({
     # Slicer itself
     "slicer", "vtk", "qt", "ctk", "ctkqt", "mrml", "vtkITK", "sitkUtils", "DICOMLib", "vtkSegmentationCore",
