@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size is not None and args.input_size < 32:
         raise InputError(f"--input-size {args.input_size} is too small (≥ 32; ≥ 75 for inception_v3)")
 
-    def prog(f: float, msg: str) -> None:
-        print(f"\r[{f:6.1%}] {msg:<60}", end="", flush=True)
+    from ..progress import cli_progress
+
+    prog = cli_progress("train-cnn", keep=lambda m: m.startswith("epoch") and "loss" in m)
 
     if args.margin_mm < 0 or args.adjacent_mm < 0 or args.window[0] <= 0:
         raise InputError("--margin-mm and --adjacent-mm must be ≥ 0 and the window width > 0")
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, pretrained=args.pretrained, device=args.device,
                         resume=args.resume, seed=args.seed, name=args.name, demo=args.demo,
                         training_data=training_data, progress=prog)
-    print(f"\nbest validation AUC {summary['best_val_auc']:.3f}; wrote {summary['weights']}")
+    prog.close()
+    print(f"best validation AUC {summary['best_val_auc']:.3f}; wrote {summary['weights']}")
     from ..evaluation.quality import poor_metric_warning
     from .model import POOR_VAL_AUC
 

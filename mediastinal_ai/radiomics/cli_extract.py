@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..progress import log_progress
+    from ..progress import cli_progress
     from .extract import extract_cohort
 
     readers = tuple(r.strip() for r in args.readers.split(",") if r.strip())
@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(f"--readers takes 1 and/or 2, got {bad}")
     _check_case_ids(args.manifest)
-    res = extract_cohort(args.manifest, args.out, args.params, readers=readers, workers=args.workers,
-                         progress=log_progress, table_name=args.name)
+    with cli_progress("extract-radiomics") as bar:
+        res = extract_cohort(args.manifest, args.out, args.params, readers=readers, workers=args.workers,
+                             progress=bar, table_name=args.name)
     t = res["table"]
     print(f"{len(t)} (case, reader) rows × {t.shape[1] - 2} features; {res['n_extracted']} extracted, "
           f"{res['n_cached']} from cache, {len(res['errors'])} failed")

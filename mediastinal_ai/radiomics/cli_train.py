@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import InputError
-    from ..progress import log_progress
+    from ..progress import cli_progress
     from .pipeline import CLASSIFIERS
     from .train import metrics_table, train_radiomics
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--classifiers: 'svm' first, then any of {', '.join(CLASSIFIERS[1:])}; got {args.classifiers!r}")
     card = train_radiomics(args.manifest, args.out, name=args.name, params=args.params, features=args.features,
                            work_dir=args.work, workers=args.workers, seed=args.seed, max_features=args.max_features,
-                           demo=args.demo, description=args.description, progress=log_progress,
+                           demo=args.demo, description=args.description, progress=cli_progress("train-radiomics"),
                            classifiers=classifiers)
     d = json.loads(card.read_text(encoding="utf-8"))
     m = d["metrics"]

@@ -54,12 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io import read_ct
     from ..models import resolve
+    from ..progress import cli_progress
     from . import load_model, segment_volume, write_result
+
+    bar = None if args.progress_lines else cli_progress("segment")
 
     def progress(f: float, msg: str) -> None:
         if args.progress_lines:
             text = " ".join(str(msg).split())
             print(f"MEDIASTINALAI_PROGRESS {min(1.0, max(0.0, f)):.4f} {text}".rstrip(), flush=True)
+        elif bar is not None:
+            bar(f, msg)
 
     from ..errors import InputError
     from ..io.images import IMAGE_SUFFIXES
@@ -80,8 +85,17 @@ def run(args: argparse.Namespace) -> int:
         check_uids(ct, "refuse")  # before minutes of inference
     progress(0.01, "loading model")
     model = load_model(resolve(args.model, task="segmentation"), device=args.device)
-    result = segment_volume(ct, model, threshold=args.threshold, roi_lps=args.roi, progress=progress, tta=args.tta,
-                            crop=args.crop, restrict_to_mediastinum=args.restrict)
+    from .compute import inference_note
+
+    note = inference_note(model.plan, ct, model.device)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    try:
+        result = segment_volume(ct, model, threshold=args.threshold, roi_lps=args.roi, progress=progress,
+                                tta=args.tta, crop=args.crop, restrict_to_mediastinum=args.restrict)
+    finally:
+        if bar is not None:
+            bar.close()
     paths = write_result(result, args.out, ct)
     if args.dicom_seg:
         from ..pacs import ModelRef

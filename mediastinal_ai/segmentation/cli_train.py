@@ -20,12 +20,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..progress import log_progress
+    import sys
+
+    from ..progress import cli_progress
+    from .compute import training_note
+    from .model_io import pick_device
     from .plan import load_config
     from .train import train
 
     cfg = load_config(args.config)
-    s = train(args.manifest, args.out, cfg, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-              resume=args.resume, seed=args.seed, name=args.name, demo=args.demo, progress=log_progress)
+    note = training_note(cfg, pick_device(args.device), name=f"config {args.config!r}", epochs=args.epochs,
+                         batch_size=args.batch_size)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    # a bar per batch on a terminal; every epoch's loss/Dice as a line of its own
+    with cli_progress("train-seg", keep=lambda m: m.startswith("epoch") and "loss" in m) as bar:
+        s = train(args.manifest, args.out, cfg, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                  resume=args.resume, seed=args.seed, name=args.name, demo=args.demo, progress=bar)
     print(f"best validation Dice {s['best_val_dice']:.3f}; weights {s['weights']}")
     return 0
