@@ -149,7 +149,7 @@ def test_input_schema_mismatch_is_refused(tmp_path):
     tampered = json.loads(json.dumps(schema))
     tampered["units"]["ctc"] = "cells/7.5mL"
     _edit_card(card_path, input_schema=tampered)
-    with pytest.raises(ModelError, match="expects CTC in"):
+    with pytest.raises(ModelError, match="do not match the weights' header"):
         load_model(resolve(card_path))
 
 

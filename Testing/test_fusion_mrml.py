@@ -14,7 +14,6 @@ slicer = pytest.importorskip("slicer")
 from mediastinal_ai.errors import InputError, ModelError  # noqa: E402
 from mediastinal_ai.mrml import nodes  # noqa: E402
 from mediastinal_ai.mrml.fusion import predict_with_ctc, stored_result  # noqa: E402
-from mediastinal_ai.taxonomy import CTC_UNIT  # noqa: E402
 from mediastinal_ai.volume import Volume  # noqa: E402
 
 pytestmark = pytest.mark.mrml
@@ -51,7 +50,7 @@ def test_predict_with_ctc_writes_table_with_fused_and_ct_only_rows(scene_case):
         assert math.isclose(r["p_malignant"], result[key]["p_malignant"], rel_tol=1e-9)
         assert r["class_1"] == result[key]["top3"][0]["class"]
         assert r["p_class_1"] >= r["p_class_2"] >= r["p_class_3"]
-    assert rows[0]["ctc"] == 11.5 and rows[0]["ctc_unit"] == CTC_UNIT
+    assert rows[0]["ctc"] == 11.5 and rows[0]["ctc_unit"] == result["ctc_unit"] == result["inputs"]["ctc_unit"]  # the model's unit
     fused = result["fusion"]
     assert math.isclose(fused["p_benign"] + fused["p_malignant"], 1.0, rel_tol=1e-6)
     assert len(fused["top3"]) == 3 and math.isclose(sum(fused["class_probabilities"].values()), 1.0, rel_tol=1e-5)

@@ -4,6 +4,11 @@ Trained models carry their own class list in the model card (that list, not this
 what a model predicts); this module only fixes the names and the two groupings the studies
 use: benign vs malignant (fusion study) and the WHO risk group of thymic epithelial tumors
 (low: A/AB/B1; high: B2/B3/thymic carcinoma).
+
+Benign/malignant follows the fusion study's **Table 2**: every thymoma (A … B3, mixed) and
+"others (not specified)" count as malignant. The study is not consistent here — its text speaks
+of "benign thymoma" while its Table 2 lists all thymomas under malignant; we follow the table
+(:data:`GROUPING_NOTE`, shown wherever the grouping is shown).
 """
 
 from __future__ import annotations
@@ -39,16 +44,21 @@ LESION_CLASSES: tuple[LesionClass, ...] = (
     LesionClass("carcinoid", "Thymic carcinoid", True, None),
     LesionClass("lymphoma", "Lymphoma", True, None),
     LesionClass("metastasis", "Metastasis", True, None),
-    LesionClass("other", "Other", False, None),
+    LesionClass("other", "Others (not specified)", True, None),
 )
 
 BY_NAME = {c.name: c for c in LESION_CLASSES}
 WHO_LOW = tuple(c.name for c in LESION_CLASSES if c.who_risk == "low")
 WHO_HIGH = tuple(c.name for c in LESION_CLASSES if c.who_risk == "high")
 
-# Unit of the circulating-tumor-cell level used throughout (folate-receptor-positive CTC
-# units per 3 mL of blood, as in the fusion study). Models record it in their card.
-CTC_UNIT = "FU/3mL"
+GROUPING_NOTE = ("Benign/malignant as in the fusion study's Table 2: all thymomas and 'others (not specified)' "
+                 "are malignant. The study's text also speaks of 'benign thymoma'; the table is followed.")
+
+# Default label of the circulating-tumor-cell level: what the fusion study's Table 2 prints
+# ("pg/ml"; its text describes CellSearch immunomagnetic counting, so the printed unit may not be
+# what the assay reports). A site sets its own assay's unit when it trains a model
+# (``train-fusion --ctc-unit``); the model's card then carries that unit and inference shows it.
+CTC_UNIT = "pg/ml"
 LESION_SITES = ("anterior", "middle", "posterior")
 SEXES = ("F", "M")
 

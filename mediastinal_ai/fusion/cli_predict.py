@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ct", required=True, help="CT (DICOM folder, .nii/.nii.gz, .nrrd, .mha)")
     p.add_argument("--mask", required=True, help="tumor mask on the CT grid")
     # Text, not float: validate_inputs gives the same messages as the Slicer panel.
-    p.add_argument("--ctc", required=True, metavar="VALUE", help=f"CTC level in {CTC_UNIT} (required)")
+    p.add_argument("--ctc", required=True, metavar="VALUE", help=f"CTC level in the model's unit (its card's input_schema.units.ctc; default label {CTC_UNIT}) (required)")
     p.add_argument("--age", default=None, help="age in years (optional)")
     p.add_argument("--sex", default=None, help=f"one of {', '.join(SEXES)} (optional)")
     p.add_argument("--site", default=None, help=f"lesion site: {', '.join(LESION_SITES)} (optional)")

@@ -18,8 +18,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", choices=("ce", "neutral"), default="ce",
-                   help="cross-entropy, or the entropy-regularised 'neutral' variant CE − β·H(p)")
+    p.add_argument("--loss", choices=("neutral", "ce"), default="neutral",
+                   help="the study's 'neutral cross-entropy' (default; implemented as CE − β·H(p)) or plain cross-entropy")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="train with this many seeds on the same splits and report mean ± SD (default 3, as published); "
+                        "the first seed's models are kept")
+    p.add_argument("--ctc-unit", default=None,
+                   help="unit of your CTC assay, written into the model card and shown at prediction "
+                        "(default: the study's printed label, pg/ml)")
+    p.add_argument("--denoise", action="store_true",
+                   help="fourth-order PDE (You-Kaveh) denoising of the ROI slices before the window, as in the study")
+    p.add_argument("--isotropic", action="store_true",
+                   help="reconstruct the tumor's slab to cubic voxels before the ROI, as in the study")
     p.add_argument("--beta", type=float, default=0.1, help="entropy weight β of the 'neutral' loss")
     p.add_argument("--regnet", default="regnet_y_400mf",
                    help="image branch: a torchvision RegNet preset (regnet_y_400mf, ...) or 'tiny' (6-block RegNetY, demo)")
@@ -34,9 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..progress import log_progress
-    from .data import FusionData, from_manifest
+    from ..taxonomy import CTC_UNIT
+    from .data import FusionData, from_manifest, roi_recipe
     from .net import TINY_REGNET
-    from .train import TrainConfig, train_fusion
+    from .train import TrainConfig, train_repeated
+
+    if args.repeats < 1:
+        raise InputError("--repeats must be ≥ 1")
+    recipe = roi_recipe(args.image_size, denoise=True if args.denoise else None, isotropic=args.isotropic)
 
     cache = Path(args.roi_cache) if args.roi_cache else None
     if cache is not None and cache.is_file():
@@ -48,18 +63,24 @@ def run(args: argparse.Namespace) -> int:
 
             if data.meta.get("manifest_sha256") != sha256_file(args.manifest):
                 raise InputError("ROI cache was made from another manifest (sha256 differs); delete it", cache)
+        cached = {k: v for k, v in (data.meta.get("roi") or {}).items() if k in ("denoise", "isotropic")}
+        wanted = {"denoise": recipe["denoise"], "isotropic": recipe["isotropic"]}
+        if {k: cached.get(k, None if k == "denoise" else False) for k in wanted} != wanted:
+            raise InputError(f"ROI cache was made with other preprocessing ({cached}) than asked ({wanted}); "
+                             "delete it or drop --denoise/--isotropic", cache)
         log.info("read %d cases from ROI cache %s", len(data), cache)
     else:
         if not args.manifest:
             raise InputError("--manifest is required (no ROI cache to read)")
-        data = from_manifest(args.manifest, args.image_size, progress=log_progress)
+        data = from_manifest(args.manifest, args.image_size, progress=log_progress, recipe=recipe)
         if cache is not None:
             data.save(cache)
     regnet = dict(TINY_REGNET) if args.regnet == "tiny" else {"preset": args.regnet}
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, beta=args.beta,
                       regnet=regnet, seed=args.seed, device=args.device, name=args.name, demo=args.demo,
-                      inputs=("ctc",) if args.ctc_only else ("ctc", "age", "sex", "lesion_site"))
-    m = train_fusion(data, args.out, cfg, progress=log_progress)
+                      inputs=("ctc",) if args.ctc_only else ("ctc", "age", "sex", "lesion_site"),
+                      ctc_unit=args.ctc_unit or CTC_UNIT)
+    m = train_repeated(data, args.out, cfg, args.repeats, progress=log_progress)
 
     def line(tag: str, r: dict) -> str:
         a = r["binary_auc"]
@@ -71,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     print(line("CT only", m["ct_only"]))
     d = m["delong_fusion_vs_ct_only"]
     print("paired DeLong fusion vs CT-only: " + (f"z = {d['z']:.2f}, p = {d['p']:.3g}" if "p" in d else d["error"]))
+    rep = m.get("repeats", {})
+    if rep.get("n_runs", 1) > 1:
+        f = rep["figures"]
+        print(f"repeated {rep['n_runs']} times (seeds {rep['seeds']}), mean ± SD: "
+              f"fusion AUC {f['fusion_binary_auc']['mean']:.3f} ± {f['fusion_binary_auc']['sd']:.3f}, "
+              f"CT-only AUC {f['ct_only_binary_auc']['mean']:.3f} ± {f['ct_only_binary_auc']['sd']:.3f}; "
+              f"kept: {rep['kept']}")
     print(f"models and metrics in {args.out}")
     log.debug(json.dumps(m, default=str)[:2000])
     return 0

@@ -2,8 +2,10 @@
 
 The ROI comes from the shared :func:`mediastinal_ai.roi.extract_roi` (the CNN risk model uses
 the same code): slice of largest tumor area and, for training, the adjacent slice (+1);
-rectangular box from the mask plus a 10 mm margin; CT window W350/L50 scaled to [0, 1];
-resized to ``image_size``. The arrays can be cached as ``.npz`` so that training can run
+square box around the tumor plus a 10 mm margin; CT window W350/L50 scaled to [0, 1];
+resized to ``image_size``. Optional, as in the study: fourth-order PDE denoising and
+reconstruction to cubic voxels before the window (:mod:`.preprocess`; off by default, see
+docs/fusion.md for why, and recorded in the card's ``preprocessing.roi``). The arrays can be cached as ``.npz`` so that training can run
 where SimpleITK is not installed (e.g. a GPU machine): :meth:`FusionData.save` /
 :meth:`FusionData.load`.
 """
@@ -28,19 +30,47 @@ MARGIN_MM = 10.0
 TRAIN_OFFSETS = (0, 1)
 
 
-def roi_recipe(image_size: int) -> dict[str, Any]:
-    """The ROI preprocessing recorded in the model card (inference repeats it exactly)."""
+def roi_recipe(image_size: int, *, denoise: Any = None, isotropic: bool = False) -> dict[str, Any]:
+    """The ROI preprocessing recorded in the model card (inference repeats it exactly).
+    ``denoise``: True or a dict (:data:`.preprocess.DEFAULT_DENOISE` keys) for fourth-order PDE
+    denoising; ``isotropic``: reconstruct the tumor's slab to cubic voxels first."""
+    from .preprocess import check_denoise
+
     return {"slice": "largest_area", "offsets_train": list(TRAIN_OFFSETS), "offset_predict": 0,
-            "margin_mm": MARGIN_MM, "size": int(image_size), "window": list(WINDOW), "normalize": "window01"}
+            "margin_mm": MARGIN_MM, "size": int(image_size), "window": list(WINDOW), "normalize": "window01",
+            "denoise": check_denoise(denoise), "isotropic": bool(isotropic)}
 
 
 def extract_images(ct: Any, mask: Any, recipe: dict[str, Any], offsets: tuple[int, ...] = (0,)) -> tuple[np.ndarray, Any]:
-    """(len(offsets), S, S) float32 ROI stack + the first RoiSample (slice index, box)."""
-    from ..roi import extract_roi
+    """(len(offsets), S, S) float32 ROI stack + the first RoiSample (slice index and box on the
+    CT's own grid, also when the recipe reconstructs cubic voxels)."""
+    import dataclasses
 
+    from ..roi import extract_roi, largest_area_slice
+    from .preprocess import check_denoise, denoise_slices, isotropic_slab
+
+    den = check_denoise(recipe.get("denoise"))
+    iso_map = None
+    shape0 = ct.shape
+    if den is not None:
+        m = np.asarray(mask.array) > 0
+        if recipe.get("isotropic"):
+            zs = np.flatnonzero(m.reshape(m.shape[0], -1).any(1))
+            slices = list(range(max(0, int(zs.min()) - 1), int(zs.max()) + 2)) if zs.size else []
+        else:
+            k0 = largest_area_slice(mask)
+            slices = [k0 + int(o) for o in offsets]
+        ct = denoise_slices(ct, slices, den)
+    if recipe.get("isotropic"):
+        ct, mask, iso_map = isotropic_slab(ct, mask)
     samples = extract_roi(ct, mask, margin_mm=float(recipe["margin_mm"]), size=int(recipe["size"]),
                           window=tuple(recipe["window"]), normalize=recipe["normalize"], offsets=tuple(offsets))
-    return np.stack([np.asarray(s.image, dtype=np.float32) for s in samples]), samples[0]
+    first = samples[0]
+    if iso_map is not None:
+        first = dataclasses.replace(first, slice_index=iso_map.slice_to_original(first.slice_index),
+                                    box=iso_map.box_to_original(first.box, shape0[1]),
+                                    slice_shape=(shape0[1], shape0[2]))
+    return np.stack([np.asarray(s.image, dtype=np.float32) for s in samples]), first
 
 
 @dataclass
@@ -101,7 +131,7 @@ class FusionData:
 
 def from_records(records: Any, image_size: int, *, meta: dict[str, Any] | None = None,
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 total: int | None = None) -> FusionData:
+                 total: int | None = None, recipe: dict[str, Any] | None = None) -> FusionData:
     """In-memory cases → :class:`FusionData`.
 
     ``records`` yields dicts with ``case_id``, ``ct`` and ``mask`` (:class:`~mediastinal_ai.volume.Volume`
@@ -112,7 +142,7 @@ def from_records(records: Any, image_size: int, *, meta: dict[str, Any] | None =
     """
     from ..taxonomy import BY_NAME
 
-    recipe = roi_recipe(image_size)
+    recipe = recipe or roi_recipe(image_size)
     cols: dict[str, list[Any]] = {k: [] for k in
                                   ("case_id", "images", "ctc", "age", "sex", "site", "lesion_class", "malignant", "split")}
     for n, r in enumerate(records):
@@ -149,7 +179,7 @@ def from_records(records: Any, image_size: int, *, meta: dict[str, Any] | None =
 
 
 def from_manifest(manifest: str | Path, image_size: int, *, progress: ProgressCallback | None = None,
-                  cancel: CancelToken | None = None) -> FusionData:
+                  cancel: CancelToken | None = None, recipe: dict[str, Any] | None = None) -> FusionData:
     """Every usable case of a manifest (ct, mask, lesion_class, ctc) → :class:`FusionData`."""
     from ..cohort import read_manifest
     from ..fileio import sha256_file
@@ -174,7 +204,8 @@ def from_manifest(manifest: str | Path, image_size: int, *, progress: ProgressCa
                 "malignant": c.malignant, "ctc": c.ctc, "age": c.age, "sex": c.sex, "lesion_site": c.lesion_site,
                 "split": c.split} for c in usable)
     try:
-        return from_records(records, image_size, progress=progress, cancel=cancel, total=len(usable), meta={
+        return from_records(records, image_size, progress=progress, cancel=cancel, total=len(usable), recipe=recipe,
+                            meta={
             "manifest": str(manifest), "manifest_sha256": sha256_file(manifest),
             "synthetic": bool(cases) and all(c.synthetic for c in cases), "skipped": skipped})
     except InputError as e:

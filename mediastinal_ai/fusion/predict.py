@@ -148,7 +148,7 @@ def predict_fusion(ct: Any, mask: Any, ctc: Any, age: Any = None, sex: Any = Non
     return {
         "task": "fusion",
         "inputs": v.as_dict(),
-        "ctc_unit": CTC_UNIT,
+        "ctc_unit": v.ctc_unit,
         "fusion": fused,
         "ct_only": ct_res,
         "warnings": warnings,
@@ -173,7 +173,7 @@ def result_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 row[f"class_{k + 1}"] = "" if t is None else t["class"]
                 row[f"p_class_{k + 1}"] = float("nan") if t is None else t["probability"]
             row.update({"model": r["model"], "model_sha256": r["model_sha256"]})
-        row.update({"ctc": inp["ctc"] if label.startswith("fusion") else float("nan"), "ctc_unit": CTC_UNIT,
+        row.update({"ctc": inp["ctc"] if label.startswith("fusion") else float("nan"), "ctc_unit": inp.get("ctc_unit", CTC_UNIT),
                     "age": inp["age"] if inp["age"] is not None and label.startswith("fusion") else float("nan"),
                     "sex": (inp["sex"] or "") if label.startswith("fusion") else "",
                     "lesion_site": (inp["lesion_site"] or "") if label.startswith("fusion") else "",

@@ -6,8 +6,9 @@ everywhere.
 
 Inputs
 ======
-``ctc``          circulating tumor cell level in :data:`~mediastinal_ai.taxonomy.CTC_UNIT`
-                 (folate-receptor-positive CTC units per 3 mL of blood). **Required**.
+``ctc``          circulating tumor cell level in the model's unit (``input_schema.units.ctc``:
+                 :data:`~mediastinal_ai.taxonomy.CTC_UNIT`, the label the fusion study's Table 2
+                 prints, unless the site that trained the model set its assay's unit). **Required**.
 ``age``          years, optional.
 ``sex``          one of :data:`~mediastinal_ai.taxonomy.SEXES`, optional.
 ``lesion_site``  one of :data:`~mediastinal_ai.taxonomy.LESION_SITES`, optional.
@@ -16,11 +17,11 @@ Validation rules
 ================
 * CTC must be a finite, non-negative number. Non-numeric text, booleans, NaN/inf and negative
   values are refused (:class:`~mediastinal_ai.errors.InputError`).
-* CTC above :data:`CTC_HARD_MAX` (1000 FU/3mL) is refused as absurd. Reason: FR+ CTC levels
-  reported for thoracic lesions lie in the single to low double digits of FU/3mL (the usual
-  diagnostic cut-off is about 8.7 FU/3mL, and even advanced cancers rarely exceed ~100); a value
-  of more than 1000 is two orders of magnitude beyond anything plausible and is almost surely a
-  unit or typing error (e.g. cells per mL × 1000, a missing decimal point).
+* CTC above :data:`CTC_HARD_MAX` (1000 in the model's unit) is refused as absurd. Reason: the
+  CTC levels of the fusion study's Table 2 lie in the single to low double digits (class means
+  9.9–21.7, SDs up to 7.8), as do folate-receptor CTC counts per 3 mL reported for thoracic
+  lesions; a value of more than 1000 is two orders of magnitude beyond anything plausible and is
+  almost surely a unit or typing error (e.g. cells per mL × 1000, a missing decimal point).
 * A CTC (or age) that is valid but outside the range the model saw in training (stored in the
   model card's ``input_schema.ranges``) is **accepted with a warning**: the prediction is an
   extrapolation. Categories never seen in training are accepted with a warning, too.
@@ -52,7 +53,7 @@ from ..errors import InputError, ModelError
 from ..taxonomy import CTC_UNIT, LESION_SITES, SEXES
 
 SCHEMA_VERSION = 1
-CTC_HARD_MAX = 1000.0  # FU/3mL; see the module docstring for the reason
+CTC_HARD_MAX = 1000.0  # in the model's CTC unit; see the module docstring for the reason
 AGE_MIN, AGE_MAX = 0.0, 120.0
 OPTIONAL_INPUTS = ("age", "sex", "lesion_site")
 ALL_INPUTS = ("ctc", *OPTIONAL_INPUTS)
@@ -68,11 +69,12 @@ class ValidatedInputs:
     age: float | None = None
     sex: str | None = None
     lesion_site: str | None = None
+    ctc_unit: str = CTC_UNIT
     warnings: list[str] = field(default_factory=list)  # shown prominently (out of range, unseen)
     notes: list[str] = field(default_factory=list)  # informational (missing optional inputs)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ctc": self.ctc, "ctc_unit": CTC_UNIT, "age": self.age, "sex": self.sex,
+        return {"ctc": self.ctc, "ctc_unit": self.ctc_unit, "age": self.age, "sex": self.sex,
                 "lesion_site": self.lesion_site}
 
 
@@ -107,17 +109,17 @@ def _parse_number(v: Any, what: str, unit: str) -> float:
     return x
 
 
-def validate_ctc(value: Any) -> float:
+def validate_ctc(value: Any, unit: str = CTC_UNIT) -> float:
     """CTC level → float, or :class:`InputError` with a message the user can act on."""
     if _is_missing(value):
-        raise InputError(f"the CTC level is required (a number in {CTC_UNIT})")
-    x = _parse_number(value, "CTC level", f" in {CTC_UNIT}")
+        raise InputError(f"the CTC level is required (a number in {unit})")
+    x = _parse_number(value, "CTC level", f" in {unit}")
     if x < 0 or math.copysign(1.0, x) < 0:  # "-0" too: a sign typed on a count is a data-entry error
         raise InputError(f"CTC level cannot be negative (got {value!r})")
     if x > CTC_HARD_MAX:
         raise InputError(
-            f"CTC level {x:g} {CTC_UNIT} is not plausible (limit {CTC_HARD_MAX:g} {CTC_UNIT}); "
-            f"check the unit — the model expects {CTC_UNIT}")
+            f"CTC level {x:g} {unit} is not plausible (limit {CTC_HARD_MAX:g} {unit}); "
+            f"check the unit — the model expects {unit}")
     return x
 
 
@@ -150,6 +152,12 @@ def validate_site(value: Any) -> str | None:
     raise InputError(f"lesion site must be one of {', '.join(LESION_SITES)} (or empty when unknown), got {value!r}")
 
 
+def schema_unit(schema: dict[str, Any] | None) -> str:
+    """The CTC unit a model's input schema declares (the default label without a schema)."""
+    u = ((schema or {}).get("units") or {}).get("ctc")
+    return str(u) if isinstance(u, str) and u.strip() else CTC_UNIT
+
+
 def validate_inputs(ctc: Any, age: Any = None, sex: Any = None, lesion_site: Any = None, *,
                     schema: dict[str, Any] | None = None) -> ValidatedInputs:
     """Validate the CTC panel's inputs (numbers or text as typed).
@@ -158,8 +166,9 @@ def validate_inputs(ctc: Any, age: Any = None, sex: Any = None, lesion_site: Any
     seen in training give warnings, and inputs the model does not use give a note.
     Raises :class:`InputError` (one message naming the field) for values that are refused.
     """
-    v = ValidatedInputs(ctc=validate_ctc(ctc), age=validate_age(age), sex=validate_sex(sex),
-                        lesion_site=validate_site(lesion_site))
+    unit = schema_unit(schema)
+    v = ValidatedInputs(ctc=validate_ctc(ctc, unit), age=validate_age(age), sex=validate_sex(sex),
+                        lesion_site=validate_site(lesion_site), ctc_unit=unit)
     used = tuple(schema.get("inputs", ALL_INPUTS)) if schema else ALL_INPUTS
     for name in OPTIONAL_INPUTS:
         val = getattr(v, name)
@@ -173,8 +182,8 @@ def validate_inputs(ctc: Any, age: Any = None, sex: Any = None, lesion_site: Any
         lo_hi = ranges.get("ctc")
         if lo_hi and not (lo_hi[0] <= v.ctc <= lo_hi[1]):
             v.warnings.append(
-                f"CTC level {v.ctc:g} {CTC_UNIT} is outside the range seen in training "
-                f"({lo_hi[0]:.4g}–{lo_hi[1]:.4g} {CTC_UNIT}); the prediction is an extrapolation")
+                f"CTC level {v.ctc:g} {unit} is outside the range seen in training "
+                f"({lo_hi[0]:.4g}–{lo_hi[1]:.4g} {unit}); the prediction is an extrapolation")
         lo_hi = ranges.get("age")
         if lo_hi and v.age is not None and "age" in used and not (lo_hi[0] <= v.age <= lo_hi[1]):
             v.warnings.append(
@@ -206,8 +215,11 @@ def feature_names(inputs: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def fit_schema(ctc: list[float], age: list[float | None], sex: list[str | None], site: list[str | None],
-               inputs: tuple[str, ...] = ALL_INPUTS) -> dict[str, Any]:
-    """Input schema (stored in the model card) from the training cases: ranges and normalisation."""
+               inputs: tuple[str, ...] = ALL_INPUTS, ctc_unit: str = CTC_UNIT) -> dict[str, Any]:
+    """Input schema (stored in the model card) from the training cases: ranges and normalisation.
+    ``ctc_unit``: the unit of the site's CTC assay (default: the study's printed label)."""
+    if not isinstance(ctc_unit, str) or not ctc_unit.strip() or len(ctc_unit) > 40:
+        raise InputError(f"the CTC unit must be a short non-empty text, got {ctc_unit!r}")
     c = np.asarray(ctc, dtype=float)
     if c.size == 0 or not np.all(np.isfinite(c)):
         raise InputError("training CTC values must be present and finite for every case")
@@ -229,7 +241,7 @@ def fit_schema(ctc: list[float], age: list[float | None], sex: list[str | None],
         "version": SCHEMA_VERSION,
         "inputs": list(inputs),
         "features": feature_names(inputs),
-        "units": {"ctc": CTC_UNIT, "age": "years"},
+        "units": {"ctc": ctc_unit.strip(), "age": "years"},
         "categories": {"sex": list(SEXES), "lesion_site": list(LESION_SITES)},
         "ctc_hard_max": CTC_HARD_MAX,
         "normalisation": norm,
@@ -252,9 +264,9 @@ def check_schema(schema: dict[str, Any], source: Any = None) -> None:
     if schema.get("features") != expected:
         raise ModelError(f"fusion input schema features {schema.get('features')!r} do not match what this "
                          f"version encodes for inputs {inputs}: {expected}", source)
-    if schema.get("units", {}).get("ctc") != CTC_UNIT:
-        raise ModelError(f"model expects CTC in {schema.get('units', {}).get('ctc')!r}, this version supplies "
-                         f"{CTC_UNIT!r}", source)
+    unit = (schema.get("units") or {}).get("ctc")
+    if not isinstance(unit, str) or not unit.strip():
+        raise ModelError("fusion input schema does not say the CTC unit (units.ctc)", source)
     if schema.get("categories") != {"sex": list(SEXES), "lesion_site": list(LESION_SITES)}:
         raise ModelError("fusion input schema categories (sex / lesion site) differ from this version's taxonomy", source)
     norm = schema.get("normalisation", {})

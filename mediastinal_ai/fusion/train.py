@@ -12,8 +12,12 @@ loss; the only difference is the CTC/clinical input. Recipe:
   random rotation ±10°, scaling 0.9–1.1, translation ±5%; *missing-input dropout*: each optional
   clinical input (age, sex, site) is set to "missing" with probability 0.2, so the indicators
   carry meaning at inference;
-* loss: sum over the two heads (benign/malignant and multi-class) of cross-entropy, or of the
-  entropy-regularised "neutral" variant ``CE − β·H(p)`` (see :func:`~mediastinal_ai.fusion.net.head_loss`);
+* loss: sum over the two heads (benign/malignant and multi-class) of the study's "neutral
+  cross-entropy" (default; our reading: the entropy-regularised ``CE − β·H(p)``, see
+  :func:`~mediastinal_ai.fusion.net.head_loss` — the study does not define it) or plain
+  cross-entropy (``loss="ce"``);
+* "repeated 3 times": :func:`train_repeated` trains with three seeds on the same splits and
+  reports mean ± SD (sample SD) of the held-out figures; the first seed's models are kept;
 * AdamW (lr 1e-3, weight decay 1e-4), cosine schedule, batch 32; the epoch with the lowest
   validation loss is kept (the last epoch when there is no validation split);
 * the benign/malignant threshold is Youden's on the validation cases (0.5 without them) and is
@@ -45,7 +49,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    loss: str = "ce"  # "ce" | "neutral"
+    loss: str = "neutral"  # "neutral" (the study's) | "ce"
     beta: float = 0.1  # weight of the entropy term of the "neutral" loss
     regnet: dict[str, Any] = field(default_factory=lambda: {"preset": "regnet_y_400mf"})
     tab_hidden: int = 32
@@ -60,6 +64,8 @@ class TrainConfig:
     name: str = "fusion-dmfn"
     ct_only_name: str = ""  # default: <name>-ct-only
     demo: bool = False
+    ctc_unit: str = sch.CTC_UNIT  # the site's CTC assay unit, recorded in the card
+    split_seed: int | None = None  # seed of the random split when the manifest gives none (default: seed)
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "neutral"):
@@ -264,7 +270,7 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
     from ..nn_common import pick_device
 
     device = pick_device(cfg.device)
-    splits = make_splits(data, cfg.seed)
+    splits = make_splits(data, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     if len(splits["train"]) < 4 or len(splits["test"]) < 2:
         raise InputError(f"too few cases to train and test (train {len(splits['train'])}, test {len(splits['test'])})")
     present = set(data.lesion_class[splits["train"]].tolist())
@@ -275,7 +281,8 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
     tr = splits["train"]
     schema = sch.fit_schema(data.ctc[tr].tolist(),
                             [None if math.isnan(a) else float(a) for a in data.age[tr]],
-                            [s or None for s in data.sex[tr]], [s or None for s in data.site[tr]], cfg.inputs)
+                            [s or None for s in data.sex[tr]], [s or None for s in data.site[tr]], cfg.inputs,
+                            ctc_unit=cfg.ctc_unit)
     tab = _tabular(data, schema)
     log.info("training on %s: %d train / %d val / %d test cases, %d classes", device,
              len(tr), len(splits["val"]), len(splits["test"]), len(classes))
@@ -307,8 +314,9 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
     metrics["best_epoch"] = {"fusion": ep_f, "ct_only": ep_c}
 
     # ---------------------------------------------------------------- models + cards
-    recipe = roi_recipe(data.image_size)
-    arch_common = {"image_branch": "torchvision RegNet (random init)", "regnet": cfg.regnet,
+    recipe = data.meta.get("roi") or roi_recipe(data.image_size)
+    arch_common = {"image_branch": "torchvision RegNet (random init); the study cites a self-regulated RegNet, "
+                                   "which this is not", "regnet": cfg.regnet,
                    "tab_hidden": cfg.tab_hidden, "fusion_hidden": cfg.fusion_hidden, "dropout": cfg.dropout,
                    "heads": {"binary": ["benign", "malignant"], "multiclass": "classes"}, "output": "softmax"}
     training = {"manifest": data.meta.get("manifest"), "manifest_sha256": data.meta.get("manifest_sha256"),
@@ -351,9 +359,82 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
     with atomic_path(out_dir / "test_predictions.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case_id", "lesion_class", "malignant", "p_malignant_fusion", "p_malignant_ct_only",
-                    "top_class_fusion", "top_class_ct_only"])
+                    "top_class_fusion", "top_class_ct_only", "top3_fusion", "top3_ct_only"])
         for k, i in enumerate(te):
+            t3f = "|".join(classes[j] for j in np.argsort(-pcf[k])[:3])
+            t3c = "|".join(classes[j] for j in np.argsort(-pcc[k])[:3])
             w.writerow([data.case_id[i], data.lesion_class[i], int(data.malignant[i]), f"{pf[k]:.6f}", f"{pc[k]:.6f}",
-                        classes[int(pcf[k].argmax())], classes[int(pcc[k].argmax())]])
+                        classes[int(pcf[k].argmax())], classes[int(pcc[k].argmax())], t3f, t3c])
     report(progress, 1.0, "done")
     return metrics
+
+
+REPEAT_FIGURES = {
+    "fusion_binary_auc": ("fusion", "binary_auc", "auc"), "ct_only_binary_auc": ("ct_only", "binary_auc", "auc"),
+    "fusion_macro_auc": ("fusion", "multiclass", "macro_auc"), "ct_only_macro_auc": ("ct_only", "multiclass", "macro_auc"),
+    "fusion_top1_accuracy": ("fusion", "multiclass", "accuracy_top1"),
+    "fusion_top3_accuracy": ("fusion", "multiclass", "accuracy_top3"),
+    "fusion_sensitivity": ("fusion", "binary_at_threshold", "sensitivity", "value"),
+    "fusion_specificity": ("fusion", "binary_at_threshold", "specificity", "value"),
+    "ct_only_sensitivity": ("ct_only", "binary_at_threshold", "sensitivity", "value"),
+    "ct_only_specificity": ("ct_only", "binary_at_threshold", "specificity", "value"),
+}
+
+
+def _dig(d: Any, path: tuple[str, ...]) -> float:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return float("nan")
+        d = d[k]
+    return float(d) if isinstance(d, (int, float)) else float("nan")
+
+
+def summarise_repeats(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Mean ± sample SD (ddof = 1) over repeated runs of the held-out figures."""
+    out: dict[str, Any] = {"seeds": list(seeds), "n_runs": len(runs), "sd": "sample (ddof=1)", "figures": {}}
+    for name, path in REPEAT_FIGURES.items():
+        vals = np.array([_dig(r, path) for r in runs], float)
+        ok = vals[np.isfinite(vals)]
+        out["figures"][name] = {"values": vals.tolist(), "mean": float(ok.mean()) if ok.size else float("nan"),
+                                "sd": float(ok.std(ddof=1)) if ok.size > 1 else float("nan")}
+    return out
+
+
+def train_repeated(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None = None, repeats: int = 3, *,
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+    """The study's "repeated 3 times": train with seeds ``cfg.seed, cfg.seed+1, …`` on the same
+    splits; the first run's models are the ones kept in ``out_dir`` (the others under
+    ``out_dir/repeats/seed_<s>/``); ``repeats.json`` and both cards get mean ± SD of the
+    held-out figures. Returns the first run's metrics with ``"repeats"`` added."""
+    from dataclasses import replace
+
+    from ..fileio import atomic_write_json
+    from ..models.card import ModelCard
+
+    cfg = cfg or TrainConfig()
+    if repeats < 1:
+        raise InputError(f"repeats must be ≥ 1, got {repeats}")
+    out_dir = Path(out_dir)
+    seeds = [cfg.seed + i for i in range(repeats)]
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    runs = []
+    for i, s in enumerate(seeds):
+        rcfg = replace(cfg, seed=s, split_seed=split_seed)
+        where = out_dir if i == 0 else out_dir / "repeats" / f"seed_{s}"
+        p0, p1 = i / repeats, (i + 1) / repeats
+
+        def prog(f: float, msg: str, p0: float = p0, p1: float = p1, s: int = s) -> None:
+            report(progress, p0 + (p1 - p0) * f, f"seed {s}: {msg}")
+
+        runs.append(train_fusion(data, where, rcfg, progress=prog, cancel=cancel))
+    summary = summarise_repeats(runs, seeds)
+    summary["kept"] = f"seed {seeds[0]} (models in {out_dir})"
+    atomic_write_json(out_dir / "repeats.json", summary)
+    for name in (cfg.name, cfg.ct_only_name):
+        p = out_dir / name / f"{name}.model.json"
+        card = ModelCard.load(p)
+        card.metrics = {**card.metrics, "repeats": summary}
+        card.save(p)
+    first = runs[0]
+    first["repeats"] = summary
+    return first

@@ -40,13 +40,14 @@ def stratified_splits(keys: list[str], rng: np.random.Generator) -> list[str]:
 
 def generate_cohort(n_cases: int, out_dir: str | Path, seed: int = 0, *, classes: list[str] | None = None,
                     inplane_size: int = 128, slice_thickness_mm: float = 5.0, contrast_phase: str = "venous",
-                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Path:
+                    class_frequencies: str = "appearance", progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Path:
     """Generate ``n_cases`` cases with seeds ``seed, seed+1, …``; returns the manifest path.
 
     Writes ``<out>/images/<case_id>_ct|_mask|_mask_reader2.nii.gz`` (each NIfTI's description says
     SYNTHETIC), ``<out>/manifest.csv`` (all :data:`mediastinal_ai.cohort.COLUMNS`, ``synthetic=true``,
     a stratified train/val/test split, plus the appearance flags as extra columns), ``README.txt``
-    and ``cohort.json``. Every file is written atomically.
+    and ``cohort.json``. Every file is written atomically. ``class_frequencies="table2"`` draws
+    the lesion classes with the fusion study's Table 2 frequencies.
     """
     from ..io import write_image
 
@@ -62,7 +63,7 @@ def generate_cohort(n_cases: int, out_dir: str | Path, seed: int = 0, *, classes
         check(cancel)
         s = seed + i
         c = generate_case(s, inplane_size=inplane_size, slice_thickness_mm=slice_thickness_mm, classes=classes,
-                          contrast_phase=contrast_phase)
+                          contrast_phase=contrast_phase, class_frequencies=class_frequencies)
         paths = {}
         for key, vol in (("ct", c.ct), ("mask", c.mask), ("mask_reader2", c.mask_reader2)):
             name = f"{c.case_id}_{key}.nii.gz"
@@ -85,7 +86,8 @@ def generate_cohort(n_cases: int, out_dir: str | Path, seed: int = 0, *, classes
                       "mediastinal_ai.synthetic (see docs/synthetic.md); they are not patient data. CTC levels "
                       "and lesion appearances follow synthetic assumptions (lesion_appearance.yaml).\n")
     atomic_write_json(out / "cohort.json", {"synthetic": True, "label": SYNTHETIC_LABEL, "n_cases": n_cases,
-                                            "seed": seed, "classes": classes, "inplane_size": inplane_size,
+                                            "seed": seed, "classes": classes, "class_frequencies": class_frequencies,
+                                            "inplane_size": inplane_size,
                                             "slice_thickness_mm": slice_thickness_mm,
                                             "contrast_phase": contrast_phase, "generator": GENERATOR_VERSION,
                                             **provenance()})

@@ -84,6 +84,9 @@ def _check_params(P: Any) -> None:
             v = cp.get(k)
             if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[1] >= 0):
                 raise bad(f"classes.{c.name}.{k} must be [mean, sd] with sd ≥ 0, got {v!r}")
+        t2 = cp.get("table2")
+        if t2 is not None and not (isinstance(t2, list) and len(t2) == 3 and all(isinstance(x, int) and x >= 0 for x in t2)):
+            raise bad(f"classes.{c.name}.table2 must be [train, val, test] counts ≥ 0, got {t2!r}")
         if not isinstance(cp.get("weight"), (int, float)) or cp["weight"] < 0:
             raise bad(f"classes.{c.name}.weight must be a number ≥ 0, got {cp.get('weight')!r}")
         if cp.get("site", "anterior") not in LESION_SITES:
@@ -156,23 +159,41 @@ def _paint(lab: np.ndarray, zsel: np.ndarray, mask2d: np.ndarray, value: int) ->
     lab[zi[:, None], yy[None], xx[None]] = value
 
 
-def _draw_class(rng: np.random.Generator, classes: list[str] | None) -> str:
+CLASS_FREQUENCIES = ("appearance", "table2")
+
+
+def class_weights(names: list[str], class_frequencies: str = "appearance") -> np.ndarray:
+    """Relative frequency of each class: the YAML ``weight`` ("appearance", the default of every
+    cohort made before issue 14, kept so that those cohorts stay reproducible) or the fusion
+    study's Table 2 case counts summed over train/validation/test ("table2")."""
+    if class_frequencies not in CLASS_FREQUENCIES:
+        raise ValueError(f"class_frequencies must be one of {CLASS_FREQUENCIES}, got {class_frequencies!r}")
     p = appearance_params()["classes"]
+    if class_frequencies == "table2":
+        return np.array([float(sum(p[n].get("table2") or [0, 0, 0])) for n in names])
+    return np.array([p[n]["weight"] for n in names], float)
+
+
+def _draw_class(rng: np.random.Generator, classes: list[str] | None, class_frequencies: str = "appearance") -> str:
     names = list(classes) if classes else [c.name for c in LESION_CLASSES]
     for n in names:
         class_info(n)  # validates the name
-    w = np.array([p[n]["weight"] for n in names], float)
+    w = class_weights(names, class_frequencies)
+    if w.sum() <= 0:
+        raise ValueError(f"the classes {names} all have frequency 0 under {class_frequencies!r}")
     return str(rng.choice(names, p=w / w.sum()))
 
 
 def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: int = 128,
                   slice_thickness_mm: float = 5.0, classes: list[str] | None = None,
                   contrast_phase: str = "venous", return_tissues: bool = False,
-                  case_id: str | None = None) -> SyntheticCase:
+                  case_id: str | None = None, class_frequencies: str = "appearance") -> SyntheticCase:
     """One synthetic case, fully determined by ``seed`` and the size options (byte-identical).
 
     ``lesion_class`` forces the class; otherwise it is drawn (weights in the YAML) from
-    ``classes`` or from all classes of :mod:`mediastinal_ai.taxonomy`. ``return_tissues`` adds the
+    ``classes`` or from all classes of :mod:`mediastinal_ai.taxonomy`; ``class_frequencies="table2"``
+    draws with the fusion study's Table 2 class frequencies instead. The CTC level is drawn from
+    the class's Table 2 mean ± SD. ``return_tissues`` adds the
     tissue label map (:data:`TISSUES`) on the output grid, for checking HU statistics.
     """
     if not 32 <= inplane_size <= 1024:
@@ -183,7 +204,7 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
     hu_of = tissue_hu(contrast_phase)
     rng = np.random.default_rng(seed)
     P = appearance_params()
-    cls = lesion_class or _draw_class(rng, classes)
+    cls = lesion_class or _draw_class(rng, classes, class_frequencies)
     info = class_info(cls)
     cp = P["classes"][cls]
     risk_key = cp.get("risk") or info.who_risk
