@@ -4,13 +4,15 @@
 
 Two steps that can run on different machines (a GPU box needs only torch + numpy + scipy):
 
-1. ``--prepare CACHE.npz``: synthetic cases (all lesion classes of the taxonomy, seeds
+1. ``--prepare CACHE.npz``: synthetic cases (all lesion classes of the taxonomy drawn with the
+   fusion study's Table 2 frequencies, CTC levels from Table 2's means/SDs; seeds
    300000…, generated in memory), seed % 5 == 0 → test, == 1 → val, else train; the fusion
    study's ROI recipe (largest-area slice and its neighbour, window 350/50, ``--image-size`` px)
    → a ``FusionData`` cache;
 2. ``--roi-cache CACHE.npz``: :func:`~mediastinal_ai.fusion.train.train_fusion` trains the DMFN
    fusion model (CT + CTC + age/sex/site) and its CT-only baseline with identical splits, batch
-   order and schedule; the held-out test metrics (AUC with DeLong CI, paired DeLong fusion vs
+   order and schedule (neutral cross-entropy), repeated ``--repeats`` times (3, as published; the first
+   seed's models are kept, mean ± SD in the cards); the held-out test metrics (AUC with DeLong CI, paired DeLong fusion vs
    CT-only, multi-class macro AUC) are written into each card. ``--install`` copies both models to
    ``mediastinal_ai/models/builtin/``.
 
@@ -38,7 +40,7 @@ def _records(n: int):
     from mediastinal_ai.synthetic import generate_case
 
     for i in range(n):
-        c = generate_case(SEED0 + i)
+        c = generate_case(SEED0 + i, class_frequencies="table2")
         if not c.mask.array.any():
             continue
         yield {"case_id": c.case_id, "ct": c.ct, "mask": c.mask, "lesion_class": c.lesion_class,
@@ -76,6 +78,7 @@ def main() -> int:
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=3, help="training runs with seeds 0, 1, … (default 3)")
     ap.add_argument("--prepare", help="only write the ROI cache (.npz) and stop")
     ap.add_argument("--roi-cache", help="train from this ROI cache")
     ap.add_argument("--trained", action="store_true", help="skip training; install what is in --out")
@@ -86,7 +89,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mediastinal_ai.fusion.data import FusionData
     from mediastinal_ai.fusion.net import TINY_REGNET
-    from mediastinal_ai.fusion.train import TrainConfig, train_fusion
+    from mediastinal_ai.fusion.train import TrainConfig, train_repeated
 
     if a.prepare:
         prepare(a.cases, a.image_size).save(a.prepare)
@@ -96,11 +99,12 @@ def main() -> int:
         data = FusionData.load(a.roi_cache) if a.roi_cache else prepare(a.cases, a.image_size)
         cfg = TrainConfig(epochs=a.epochs, regnet=dict(TINY_REGNET), seed=0, device=a.device, name=NAME,
                           ct_only_name=CT_ONLY, demo=True)
-        m = train_fusion(data, out, cfg)
+        m = train_repeated(data, out, cfg, a.repeats)
         print(json.dumps({k: m[k] for k in ("delong_fusion_vs_ct_only", "best_epoch")}, default=float))
         for tag in ("fusion", "ct_only"):
             print(tag, json.dumps(m[tag]["binary_auc"], default=float), m[tag]["multiclass"].get("macro_auc"))
-    repro = f"python tools/make_demo_fusion.py --out OUT --cases {a.cases} --image-size {a.image_size} --epochs {a.epochs} --install"
+    repro = (f"python tools/make_demo_fusion.py --out OUT --cases {a.cases} --image-size {a.image_size} "
+             f"--epochs {a.epochs} --repeats {a.repeats} --install")
     _stamp(out, repro)
     if a.install:
         root = Path(__file__).resolve().parents[1] / "mediastinal_ai" / "models" / "builtin"
