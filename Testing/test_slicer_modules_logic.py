@@ -756,3 +756,137 @@ def test_threshold_slider_updates_on_release_only():
     assert slider.get("class") == "ctkSliderWidget"
     props = {pr.get("name"): pr for pr in slider.findall("property")}
     assert props["tracking"].findtext("bool") == "false"
+
+
+# ------------------------------------------------------------------------------ defect 9: dependencies
+class _FakePyTorchUtilsLogic:
+    """The signature of SlicerPyTorch's PyTorchUtilsLogic.installTorch (PyTorchUtils.py, 2023-):
+    a keyword the real one lacks raises TypeError here too."""
+
+    calls: list = []
+
+    def installTorch(self, askConfirmation=False, forceComputationBackend=None,  # noqa: N802, N803
+                     torchVersionRequirement=None, torchvisionVersionRequirement=None):  # noqa: N803
+        type(self).calls.append({"askConfirmation": askConfirmation, "torch": torchVersionRequirement,
+                                 "torchvision": torchvisionVersionRequirement})
+        return types.SimpleNamespace(__version__="fake")
+
+
+def _dependency_env(monkeypatch, *, missing_before, missing_after, confirm=True, pip_error=None):
+    import contextlib
+
+    from mediastinal_ai.mrml import dependencies as deps
+
+    state = {"installed": False, "pip": [], "errors": [], "asked": []}
+    monkeypatch.setattr(deps, "missing", lambda features: list(missing_after if state["installed"] else missing_before))
+
+    def pip_install(requirements):
+        state["pip"].append(requirements)
+        if pip_error is not None:
+            raise pip_error
+        state["installed"] = True
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **k: state["asked"].append(text) or confirm,
+                        raising=False)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **k: state["errors"].append(text), raising=False)
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext, raising=False)
+    return state
+
+
+def test_a_failed_install_is_reported_and_the_caller_goes_on(scene, monkeypatch):
+    """Defect 9: tryWithErrorDisplay re-raised, so "still missing" and the clean-up never ran."""
+    _load("MediastinalAI")  # puts MediastinalAILib on the path
+    from MediastinalAILib.dependencies import ensureDependencies
+
+    state = _dependency_env(monkeypatch, missing_before=["pandas"], missing_after=["pandas"],
+                            pip_error=RuntimeError("pip: network unreachable"))
+    statuses = []
+    assert ensureDependencies(["report"], "MediastinalAI", statuses.append) is False
+    assert state["pip"] == [["pandas>=2.0"]]
+    (text,) = state["errors"]
+    assert "Still missing after installation: pandas" in text and "pip: network unreachable" in text
+    assert statuses == [text]
+
+    state = _dependency_env(monkeypatch, missing_before=["pandas"], missing_after=[], confirm=False)
+    assert ensureDependencies(["report"], "MediastinalAI", statuses.append) is False  # the user said no
+    assert state["pip"] == [] and statuses[-1].startswith("Not installed")
+
+    state = _dependency_env(monkeypatch, missing_before=["pandas"], missing_after=[])
+    assert ensureDependencies(["report"], "MediastinalAI") is True and state["errors"] == []
+
+
+def test_torch_goes_through_the_pytorch_extension_with_minimum_versions(scene, monkeypatch):
+    _load("MediastinalAI")
+    from MediastinalAILib.dependencies import ensureDependencies
+
+    from mediastinal_ai.mrml import dependencies as deps
+
+    fake = types.ModuleType("PyTorchUtils")
+    fake.PyTorchUtilsLogic = _FakePyTorchUtilsLogic
+    _FakePyTorchUtilsLogic.calls = []
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", fake)
+    state = _dependency_env(monkeypatch, missing_before=["monai", "torch", "torchvision"], missing_after=[])
+    assert ensureDependencies(["segmentation"]) is True
+    assert _FakePyTorchUtilsLogic.calls == [{"askConfirmation": False, "torch": ">=2.2", "torchvision": ">=0.17"}]
+    assert state["pip"] == [["monai>=1.3"]]  # the rest with pip, minimum versions (Slicer's shared Python)
+    assert "torch>=2.2" in state["asked"][0] and "==" not in state["asked"][0]
+    assert all("==" not in r for r in deps.SLICER_REQUIREMENTS.values())
+
+
+def test_a_job_that_cannot_start_leaves_no_temporary_folder(scene, monkeypatch, tmp_path):
+    import contextlib
+    import tempfile
+
+    mod = _load("MediastinalAI")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext, raising=False)
+    errors = []
+    w = types.SimpleNamespace(_runner=types.SimpleNamespace(isRunning=lambda: False), _job=None,
+                              _status=lambda t: None, _error=lambda m, e: errors.append(str(e)),
+                              _updateGui=lambda: None)
+
+    def prepare(run_dir):
+        (Path(run_dir) / "ct.nrrd").write_bytes(b"half written")
+        raise ValueError("The ROI 'R' has no position yet")
+
+    mod.MediastinalAIWidget._startJob(w, "segment", prepare, {})
+    assert errors == ["The ROI 'R' has no position yet"] and w._job is None
+    assert list(tmp_path.iterdir()) == []
+
+
+_LOAD_CT_CHILD = r'''
+import importlib.abc, json, sys
+allowed = set(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in allowed or top in sys.stdlib_module_names:
+            return None
+        raise ModuleNotFoundError(f"No module named {top!r} (not shipped with Slicer)", name=top)
+sys.meta_path.insert(0, Block())
+from mediastinal_ai.io import read_ct
+for path in sys.argv[2:]:
+    v = read_ct(path)
+    print(path, v.shape)
+# interpreter plumbing (site hooks, the editable-install finder, SWIG's runtime table) is not a package
+print("LOADED", json.dumps(sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")
+                                    and not m.startswith("swig_runtime_data")} - set(sys.stdlib_module_names))))
+'''
+
+
+def test_loading_a_ct_needs_only_what_slicer_ships(real_ct_dir):
+    """Defect 9: 'Load CT' asked to install pandas/matplotlib/pyyaml it does not need. Read a real
+    DICOM series and a NIfTI file with every package Slicer does not ship made unimportable."""
+    import subprocess
+
+    from mediastinal_ai.mrml import dependencies as deps
+
+    assert set(deps.FEATURES["load-ct"]) <= deps.SLICER_BUNDLED
+    allowed = sorted(deps.SLICER_BUNDLED | {"mediastinal_ai"})
+    paths = [str(real_ct_dir / "lidc-contrast-slabs" / "LIDC-IDRI-0003"), str(real_ct_dir / "mediastinum_crop_ct.nii.gz")]
+    done = subprocess.run([sys.executable, "-c", _LOAD_CT_CHILD, json.dumps(allowed), *paths], capture_output=True,
+                          text=True, timeout=300, cwd=str(REPO), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.splitlines()[-1].split(" ", 1)[1])
+    assert set(loaded) <= deps.SLICER_BUNDLED | {"mediastinal_ai"}, loaded
