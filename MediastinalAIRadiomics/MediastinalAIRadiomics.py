@@ -117,6 +117,7 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.resultsTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onResultsTableChanged)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
+        self.ui.exportDicomSrButton.connect("clicked(bool)", self.onExportDicomSr)
 
         self.initializeParameterNode()
 
@@ -184,6 +185,7 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.computeAllFeaturesButton.enabled = ready
         self.ui.cancelButton.enabled = busy
         self.ui.saveReportButton.enabled = p.inputVolume is not None and not busy
+        self.ui.exportDicomSrButton.enabled = ready
         self._segmentBinding.updateSelector()
         summary = display.risk_summary(display.load_json(p.riskResult))
         self.ui.riskProbabilityLabel.text = summary["probability"]
@@ -312,6 +314,22 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self._setStatus(_("Report saved: {files}").format(files=", ".join(str(f) for f in out)))
 
 
+    def onExportDicomSr(self):
+        p = self._parameterNode
+        if not self._ensureDependencies("dicom-seg"):
+            return
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SR: choose a folder"))
+        if not folder:
+            return
+        try:
+            with slicer.util.WaitCursor():
+                written = self.logic.exportDicomSr(p.inputVolume, p.segmentation, p.segmentId or None, folder)
+        except Exception as e:
+            self._error(_("DICOM SR export failed."), e)
+            return
+        self._setStatus(_("Saved {files} in {folder}").format(files=", ".join(sorted(written)), folder=folder))
+
+
 # ----------------------------------------------------------------------------- logic
 class MediastinalAIRadiomicsLogic(ScriptedLoadableModuleLogic):
     """Calls only the MRML adapter and the core (imports inside methods: pyradiomics is heavy)."""
@@ -379,6 +397,21 @@ class MediastinalAIRadiomicsLogic(ScriptedLoadableModuleLogic):
             packages=result.get("packages"),
         )
         return table, result
+
+    def exportDicomSr(self, volumeNode, segmentationNode, segmentId, folder, radiomicsFeatures=True):
+        """DICOM SEG and TID 1500 SR (lesions, the scene's predictions, the radiomics model's input
+        features) and dicom_export.json into ``folder``; name → path."""
+        from mediastinal_ai.mrml import pacs, segmentation
+
+        return pacs.export_dicom_sr(
+            self.scene,
+            volumeNode,
+            segmentationNode,
+            segmentId,
+            folder,
+            dicom_files=segmentation.dicom_files_for_node(volumeNode, getattr(slicer, "dicomDatabase", None)),
+            radiomics_features=radiomicsFeatures,
+        )
 
     def saveReport(self, volumeNode, path, segmentationNode=None, segmentId=None):
         """The report file the user chose (and the PDF beside it); the paths."""
