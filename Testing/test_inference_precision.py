@@ -1,0 +1,75 @@
+"""Window-network numerics (issue 17): folded batch norm is the same function, bfloat16 on a CPU
+keeps the masks of fp32 on a real CT, the precision choice is explicit and recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mediastinal_ai.errors import InputError
+from mediastinal_ai.segmentation.inference import (
+    _fold_batchnorm,
+    choose_precision,
+    cpu_has_native_bf16,
+    predict_maps,
+)
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from mediastinal_ai.models import resolve
+    from mediastinal_ai.segmentation import load_model
+
+    return load_model(resolve(None, task="segmentation"), device="cpu")
+
+
+def test_folded_batchnorm_is_the_same_network():
+    import torch
+
+    from mediastinal_ai.segmentation.network import UNet3D
+
+    torch.manual_seed(0)
+    net = UNet3D((4, 8, 8, 8)).eval()
+    for m in net.modules():  # non-trivial running statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    folded = _fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())  # the original is untouched
+    x = torch.rand(2, 1, 16, 32, 32)
+    with torch.inference_mode():
+        a, b = net(x), folded(x)
+    assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
+
+
+def test_precision_choice():
+    assert choose_precision("fp32", "cpu") == "fp32"
+    assert choose_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    with pytest.raises(InputError, match="GPU"):
+        choose_precision("fp16", "cpu")
+    with pytest.raises(InputError, match="precision must be one of"):
+        choose_precision("int8", "cpu")
+
+
+def test_bf16_keeps_the_fp32_masks_on_a_real_ct(real_ct_dir, demo_model):
+    """Same real CT (the real mediastinum crop with a SYNTHETIC-ON-REAL lesion so that there is a
+    mask to compare), same windows: bfloat16 + channels_last_3d against fp32, Dice >= 0.99."""
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16 (AMX/AVX512-BF16): bf16 is not used here")
+    from mediastinal_ai.io import read_ct
+    from mediastinal_ai.synthetic.insertion import insert_lesion
+
+    case = insert_lesion(read_ct(real_ct_dir / "mediastinum_crop_ct.nii.gz"), seed=3, lesion_class="thymoma_B2",
+                         diameter_mm=40.0)
+    ref = predict_maps(case.ct, demo_model, tta="none", precision="fp32")
+    low = predict_maps(case.ct, demo_model, tta="none", precision="bf16", anatomy=ref.anatomy)
+    assert ref.info["precision"] == "fp32" and low.info["precision"] == "bf16"
+    assert ref.info["windows_per_pass"] == low.info["windows_per_pass"]
+    a, b = ref.probability.array >= 0.5, low.probability.array >= 0.5
+    assert a.sum() > 200, "fp32 found too little to compare"
+    dice = 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+    assert dice >= 0.99, dice
+    assert float(np.abs(ref.probability.array - low.probability.array).max()) < 0.2
