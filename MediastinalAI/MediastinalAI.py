@@ -88,9 +88,17 @@ class MediastinalAI(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", _registerSampleData)
 
 
+SAMPLE_NAME = "MediastinalAISyntheticChestCT"
+
+
 def _registerSampleData():
     """The built-in *synthetic* chest CT in the Sample Data module (generated on demand, no
-    download; labelled synthetic). Skipped silently when SampleData is not there (tests)."""
+    download; labelled synthetic). Skipped silently when SampleData is not there (tests).
+
+    ``uris``, ``fileNames`` and ``nodeNames`` are empty lists, not None: Slicer's
+    ``SampleDataSource`` (SampleData.py, 5.10 and later) takes ``len()`` of all three, so None
+    raised TypeError at start-up and the sample never appeared. Its button calls
+    ``customDownloader(source)``."""
     try:
         import SampleData
     except ImportError:
@@ -98,26 +106,24 @@ def _registerSampleData():
     iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="MediastinalAI",
-        sampleName="MediastinalAISyntheticChestCT",
-        uris=None,
-        fileNames=None,
-        nodeNames=None,
+        sampleName=SAMPLE_NAME,
+        uris=[],
+        fileNames=[],
+        nodeNames=[],
         thumbnailFileName=os.path.join(iconsPath, "MediastinalAI.png"),
         customDownloader=_loadSyntheticSample,
     )
 
 
 def _loadSyntheticSample(source=None):
-    """SampleData custom loader: a synthetic CT with an anterior mediastinal lesion (seed 1)."""
-    missing = dependencies.missing(["synthetic"])
-    if missing:
-        slicer.util.errorDisplay(
-            _("The synthetic sample needs {packages}: use a MediastinalAI button once to install them.").format(
-                packages=", ".join(missing)
-            )
-        )
+    """SampleData custom loader: a synthetic CT with an anterior mediastinal lesion (seed 1),
+    shown in the slice views. The generator needs PyYAML, which Slicer does not ship: asked
+    for (and installed) like any other dependency."""
+    if not ensureDependencies(["synthetic"], "MediastinalAI"):
         return []
-    node, _segmentation = MediastinalAILogic().loadSyntheticSample(withReferenceMask=False)
+    with slicer.util.WaitCursor():
+        node, _segmentation = MediastinalAILogic().loadSyntheticSample(withReferenceMask=False)
+    slicer.util.setSliceViewerLayers(background=node, fit=True)
     return [node]
 
 

@@ -890,3 +890,44 @@ def test_loading_a_ct_needs_only_what_slicer_ships(real_ct_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.splitlines()[-1].split(" ", 1)[1])
     assert set(loaded) <= deps.SLICER_BUNDLED | {"mediastinal_ai"}, loaded
+
+
+# ------------------------------------------------------------------------------ tutorial sample
+# The parameters of SampleData.SampleDataLogic.registerCustomSampleDataSource in Slicer 5.10 and
+# the current preview (Modules/Scripted/SampleData/SampleData.py), and the one constraint its
+# SampleDataSource puts on uris/fileNames/nodeNames: lists (or a single string) of one length.
+_SAMPLE_DATA_PARAMETERS = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                           "thumbnailFileName", "loadFileTypes", "loadFiles", "loadFileProperties", "checksums",
+                           "loadFileType"}
+
+
+def test_the_synthetic_sample_registers_with_sample_data_and_loads(scene, monkeypatch):
+    import contextlib
+
+    pytest.importorskip("yaml")
+    registered = []
+
+    class _Logic:
+        @staticmethod
+        def registerCustomSampleDataSource(**kwargs):  # noqa: N802 - Slicer's name
+            assert set(kwargs) <= _SAMPLE_DATA_PARAMETERS, set(kwargs) - _SAMPLE_DATA_PARAMETERS
+            fields = [kwargs.get(k) for k in ("uris", "fileNames", "nodeNames")]
+            assert all(isinstance(f, (list, tuple, str)) for f in fields), f"len() of None in SampleDataSource: {fields}"
+            assert len({1 if isinstance(f, str) else len(f) for f in fields}) == 1
+            assert Path(kwargs["thumbnailFileName"]).is_file()
+            registered.append(kwargs)
+
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=_Logic))
+    mod = _load("MediastinalAI")
+    mod._registerSampleData()
+    (source,) = registered
+    assert source["category"] == "MediastinalAI" and source["sampleName"] == mod.SAMPLE_NAME
+    shown = []
+    monkeypatch.setattr(mod, "ensureDependencies", lambda features, title="", status=None: True)
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext, raising=False)
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **k: shown.append(k), raising=False)
+    (node,) = source["customDownloader"](types.SimpleNamespace(**source))  # what the SampleData button calls
+    assert node.IsA("vtkMRMLScalarVolumeNode") and "SYNTHETIC" in node.GetName()
+    assert scene.GetNodeByID(node.GetID()) is node and shown == [{"background": node, "fit": True}]
+    monkeypatch.setattr(mod, "ensureDependencies", lambda features, title="", status=None: False)
+    assert source["customDownloader"](types.SimpleNamespace(**source)) == []  # the user declined PyYAML
