@@ -312,3 +312,86 @@ def test_older_case_folders_are_still_read(tmp_path):
     assert find_result(other, "fusion") == other / "result.json"
     assert result_path(tmp_path / "x.json", "fusion") == tmp_path / "x.json"
     assert result_path(tmp_path, "fusion") == tmp_path / "fusion_result.json"
+
+
+# ----------------------------------------------------------------------------- item 3 (predictions → evaluate)
+@pytest.mark.slow
+def test_batch_predictions_joined_with_labels_go_straight_into_evaluate(tmp_path, capsys):
+    """Own cohort → run (radiomics, cnn) → predictions.csv with the manifest's labels → evaluate,
+    without a line of user code; a non-thymic case (no who_risk) is left out of the WHO evaluation."""
+    pytest.importorskip("torch")
+    pytest.importorskip("radiomics")
+    import pandas as pd
+
+    from mediastinal_ai import taxonomy
+    from mediastinal_ai.synthetic import generate_cohort
+
+    man = generate_cohort(7, tmp_path / "cohort", seed=5100, inplane_size=64,
+                          classes=list(taxonomy.WHO_LOW + taxonomy.WHO_HIGH) + ["lymphoma"])
+    truth = pd.read_csv(man)
+    assert truth.who_risk.isna().any() and {"low", "high"} <= set(truth.who_risk.dropna())
+    out = tmp_path / "results"
+    assert main(["run", "-i", str(man), "-o", str(out), "--steps", "radiomics,cnn", "--workers", "0"]) == 0
+    assert "predictions with the manifest's labels" in capsys.readouterr().out
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == len(truth)
+    merged = preds.merge(truth, on="case_id", suffixes=("", "_manifest"))
+    assert (merged.who_risk.fillna("") == merged.who_risk_manifest.fillna("")).all()
+    assert {"p_high_risk_radiomics", "p_high_risk_cnn", "high_risk", "split", "synthetic"} <= set(preds)
+    results = pd.read_csv(out / "results.csv").set_index("case_id")
+    for _, r in preds.iterrows():  # the scores are the batch's, unchanged
+        assert r.p_high_risk_cnn == pytest.approx(results.loc[r.case_id, "p_high_risk_cnn"])
+    # the command gives the same table from the batch folder
+    again = tmp_path / "again.csv"
+    assert main(["predictions", "--manifest", str(man), "--from", str(out), "--out", str(again)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again), preds)
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--predictions", str(out / "predictions.csv"), "--label-col", "who_risk",
+                 "--score-col", "p_high_risk_radiomics", "--compare-col", "p_high_risk_cnn", "--out", str(ev),
+                 "--no-report"]) == 0
+    s = json.loads((ev / "summary.json").read_text())
+    assert s["n"] == int(truth.who_risk.notna().sum()) and s["n_pos"] == int((truth.who_risk == "high").sum())
+    assert s["synthetic"] is True
+
+
+def test_evaluate_label_column_text_values(tmp_path):
+    import pandas as pd
+
+    from mediastinal_ai.evaluation.evaluate import read_predictions
+
+    p = tmp_path / "p.csv"
+    pd.DataFrame({"who_risk": ["low", "High ", "", "high", "low"], "s": [0.1, 0.9, 0.5, 0.7, 0.2]}).to_csv(p, index=False)
+    df = read_predictions(p, "who_risk", ["s"])
+    assert df["who_risk"].tolist() == [0, 1, 1, 0] and df["s"].tolist() == [0.1, 0.9, 0.7, 0.2]
+    pd.DataFrame({"y": ["benign", "malignant"], "s": [0.1, 0.9]}).to_csv(p, index=False)
+    assert read_predictions(p, "y", ["s"])["y"].tolist() == [0, 1]
+    pd.DataFrame({"y": ["A", "B2"], "s": [0.1, 0.9]}).to_csv(p, index=False)
+    with pytest.raises(InputError, match="low/high"):
+        read_predictions(p, "y", ["s"])
+
+
+@pytest.mark.slow
+def test_train_fusion_writes_val_and_test_tables_and_installs_with_its_twin(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from mediastinal_ai.evaluation import youden_threshold
+    from mediastinal_ai.models import ModelCard, resolve
+    from mediastinal_ai.synthetic import generate_cohort
+
+    man = generate_cohort(24, tmp_path / "cohort", seed=300, classes=["fibroma", "other", "thymoma_B1", "lymphoma"],
+                          inplane_size=48)
+    out = tmp_path / "run"
+    assert main(["train-fusion", "--manifest", str(man), "--out", str(out), "--epochs", "2", "--image-size", "32",
+                 "--regnet", "tiny", "--device", "cpu", "--name", "j-fusion"]) == 0
+    val, test = pd.read_csv(out / "val_predictions.csv"), pd.read_csv(out / "test_predictions.csv")
+    assert list(val.columns) == list(test.columns) and len(val) and len(test)
+    assert not set(val.case_id) & set(test.case_id)
+    card = ModelCard.load(out / "j-fusion" / "j-fusion.model.json")
+    if 0 < val.malignant.sum() < len(val):  # the card's threshold is Youden on exactly this table
+        assert card.extra["threshold"] == pytest.approx(youden_threshold(val.malignant, val.p_malignant_fusion), abs=1e-6)
+    assert card.license and card.changelog and card.training_data["synthetic"] is True
+    # install from train-fusion's own layout: the CT-only twin comes along
+    assert main(["models", "install", str(out / "j-fusion" / "j-fusion.model.json")]) == 0
+    assert "CT-only twin" in capsys.readouterr().out
+    assert resolve(card.extra["ct_only_model"]["name"]).card.sha256 == card.extra["ct_only_model"]["sha256"]

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict-cnn": ("mediastinal_ai.cnn.cli_predict", "predict WHO risk with the CNN and write a Grad-CAM map"),
     "train-fusion": ("mediastinal_ai.fusion.cli_train", "train the CT + CTC fusion model (DMFN) and its CT-only baseline"),
     "predict-fusion": ("mediastinal_ai.fusion.cli_predict", "benign/malignant and lesion class from CT + CTC"),
+    "predictions": ("mediastinal_ai.evaluation.cli_join",
+                    "join batch/case predictions with the manifest's labels into the table 'evaluate' takes"),
     "evaluate": ("mediastinal_ai.evaluation.cli", "ROC/AUC with DeLong CIs and tests, threshold metrics"),
     "table1": ("mediastinal_ai.evaluation.cli_table1", "baseline characteristics table of a cohort (Table 1)"),
     "report": ("mediastinal_ai.evaluation.cli_report", "per-case or cohort report (HTML and PDF)"),

@@ -87,4 +87,26 @@ def run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  FAILED {r['case_id']}: {r['error']}")
     print(f"results: {args.out}/results.csv")
+    _write_joined_predictions(args.input, args.out)
     return 1 if failed else 0
+
+
+def _write_joined_predictions(inputs: list[str], out: str) -> None:
+    """On a manifest: ``<out>/predictions.csv`` = the scores joined with the manifest's labels, in the
+    form ``evaluate`` takes (results.csv carries no labels). Nothing when no step gave a score."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..evaluation.join import evaluate_hint, join_predictions, write_predictions
+
+    manifests = [i for i in inputs if str(i).lower().endswith(".csv") and Path(i).is_file()]
+    if len(manifests) != 1:
+        return
+    try:
+        rows, note = join_predictions(manifests[0], out)
+    except InputError as e:
+        log.debug("no joined predictions table: %s", e)
+        return
+    path = write_predictions(rows, Path(out) / "predictions.csv")
+    print(f"predictions with the manifest's labels: {path} ({note['n_joined']} case(s))\n"
+          f"  next: {evaluate_hint(note, path)}")

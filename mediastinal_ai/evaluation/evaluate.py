@@ -34,6 +34,12 @@ def read_predictions(path: str | Path, label_col: str, score_cols: list[str]):
     if missing:
         raise InputError(f"column(s) {missing} not in the table; columns are {list(df.columns)}", p)
     df[label_col] = binary_labels(df[label_col], label_col, p)
+    unlabelled = df[label_col].isna()
+    if unlabelled.any() and not unlabelled.all():
+        # e.g. who_risk is empty for non-thymic lesions in a joined cohort table: not evaluable for
+        # this label, left out and said (an all-empty column still fails with its own message)
+        log.warning("%d of %d rows have no %r label and are left out", int(unlabelled.sum()), len(df), label_col)
+        df = df[~unlabelled].reset_index(drop=True)
     for c in score_cols:
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise InputError(f"score column {c!r} is not numeric", p)

@@ -356,15 +356,21 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
         w = csv.DictWriter(f, fieldnames=["model", "epoch", "train_loss", "val_loss"])
         w.writeheader()
         w.writerows(hist_f + hist_c)
-    with atomic_path(out_dir / "test_predictions.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case_id", "lesion_class", "malignant", "p_malignant_fusion", "p_malignant_ct_only",
-                    "top_class_fusion", "top_class_ct_only", "top3_fusion", "top3_ct_only"])
-        for k, i in enumerate(te):
-            t3f = "|".join(classes[j] for j in np.argsort(-pcf[k])[:3])
-            t3c = "|".join(classes[j] for j in np.argsort(-pcc[k])[:3])
-            w.writerow([data.case_id[i], data.lesion_class[i], int(data.malignant[i]), f"{pf[k]:.6f}", f"{pc[k]:.6f}",
-                        classes[int(pcf[k].argmax())], classes[int(pcc[k].argmax())], t3f, t3c])
+    # test_predictions.csv (held-out) and val_predictions.csv (the validation split the thresholds
+    # came from; same columns, so evaluate --threshold-from val_predictions.csv runs as written)
+    vf, vcf = _predict(fused, data, va, tab, device) if len(va) else (np.zeros(0), np.zeros((0, len(classes))))
+    vc, vcc = _predict(ct_only, data, va, None, device) if len(va) else (np.zeros(0), np.zeros((0, len(classes))))
+    for fname, idx, (p1, c1, p2, c2) in (("test_predictions.csv", te, (pf, pcf, pc, pcc)),
+                                         ("val_predictions.csv", va, (vf, vcf, vc, vcc))):
+        with atomic_path(out_dir / fname) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case_id", "lesion_class", "malignant", "p_malignant_fusion", "p_malignant_ct_only",
+                        "top_class_fusion", "top_class_ct_only", "top3_fusion", "top3_ct_only"])
+            for k, i in enumerate(idx):
+                t3f = "|".join(classes[j] for j in np.argsort(-c1[k])[:3])
+                t3c = "|".join(classes[j] for j in np.argsort(-c2[k])[:3])
+                w.writerow([data.case_id[i], data.lesion_class[i], int(data.malignant[i]), f"{p1[k]:.6f}",
+                            f"{p2[k]:.6f}", classes[int(c1[k].argmax())], classes[int(c2[k].argmax())], t3f, t3c])
     report(progress, 1.0, "done")
     return metrics
 
