@@ -46,6 +46,112 @@ def check_path_name(p: Path) -> None:
         raise InputError("file name is not valid UTF-8; rename the file", ascii(str(p))) from None
 
 
+_MHA_SPACING = ("ElementSpacing", "ElementSize")
+_MHA_ORIGIN = ("Offset", "Position", "Origin")
+_MHA_MATRIX = ("TransformMatrix", "Rotation", "Orientation")
+
+
+def _header_lines(p: Path) -> list[str]:
+    """The text header of a MetaImage (up to ``ElementDataFile``) or NRRD (up to the blank line)."""
+    with open(p, "rb") as f:
+        raw = f.read(1 << 16)
+    lines = []
+    nrrd = p.name.lower().endswith((".nrrd", ".nhdr"))
+    for line in raw.split(b"\n"):
+        text = line.decode("latin-1").rstrip("\r")
+        if nrrd and not text.strip():
+            break
+        lines.append(text)
+        if not nrrd and text.split("=")[0].strip() == "ElementDataFile":
+            break
+    return lines
+
+
+def _numbers(value: str, what: str, p: Path) -> np.ndarray:
+    try:
+        v = np.array([float(t) for t in re.split(r"[\s,()]+", value.strip()) if t], dtype=np.float64)
+    except ValueError:
+        raise InputError(f"bad {what} in the header: {value.strip()[:80]!r} is not a list of numbers", p) from None
+    if not np.all(np.isfinite(v)):
+        raise InputError(f"bad {what} in the header: {value.strip()[:80]!r} holds NaN or infinite values", p)
+    return v
+
+
+def _text_header_geometry(p: Path) -> dict:
+    """Read the geometry fields of an MHA/MHD or NRRD header ourselves; refuse values that lie.
+
+    Why: ITK reads a negative spacing as its absolute value (the mirroring is lost), a NaN NRRD
+    spacing as 1 mm, a NaN MetaImage ``Offset`` as 0 and ignores extra values; each gave a
+    silently wrong geometry. Every spacing must be a positive finite number, every origin and
+    direction value finite, with one value per axis. Returns what was read, for
+    :func:`_compare_text_header` to hold ITK's reading against.
+    """
+    nrrd = p.name.lower().endswith((".nrrd", ".nhdr"))
+    fields: dict[str, str] = {}
+    for line in _header_lines(p):
+        if nrrd:
+            if line.startswith("#") or ":=" in line or ":" not in line:
+                continue
+            k, v = line.split(":", 1)
+        else:
+            if "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+        fields.setdefault(k.strip(), v.strip())
+    try:
+        ndim = int(fields.get("dimension" if nrrd else "NDims", "0"))
+    except ValueError:
+        ndim = 0
+    spacing = origin = None
+    if nrrd:
+        if "spacings" in fields:
+            spacing = _numbers(fields["spacings"], "spacings", p)
+        if "space directions" in fields:
+            vecs = re.findall(r"\(([^)]*)\)", fields["space directions"])
+            rows = [_numbers(v, "space directions", p) for v in vecs]
+            if any(len(r) != len(rows[0]) for r in rows) or any(np.linalg.norm(r) <= 0 for r in rows):
+                raise InputError(f"bad space directions in the header: {fields['space directions'][:80]!r}", p)
+            if spacing is None and rows:  # one vector per spatial axis ("none" axes are not listed)
+                spacing = np.array([np.linalg.norm(r) for r in rows])
+                ndim = 0
+        if "space origin" in fields:
+            origin = np.abs(_numbers(fields["space origin"], "space origin", p))  # RAS or LPS: compare magnitudes
+    else:
+        key = next((k for k in _MHA_SPACING if k in fields), None)
+        if key:
+            spacing = _numbers(fields[key], key, p)
+        key = next((k for k in _MHA_ORIGIN if k in fields), None)
+        if key:
+            origin = _numbers(fields[key], key, p)
+            if ndim and len(origin) != ndim:
+                raise InputError(f"bad {key} in the header: {len(origin)} values for a {ndim}D image", p)
+        key = next((k for k in _MHA_MATRIX if k in fields), None)
+        if key and ndim and len(_numbers(fields[key], key, p)) != ndim * ndim:
+            raise InputError(f"bad {key} in the header: not {ndim}x{ndim} values", p)
+    if spacing is not None:
+        if ndim and len(spacing) != ndim:
+            raise InputError(f"bad voxel spacing in the header: {len(spacing)} values for a {ndim}D image", p)
+        if np.any(spacing <= 0):
+            raise InputError(f"bad voxel spacing in the header: {spacing.tolist()} (every spacing must be a "
+                             "positive number of mm; a negative one does not mirror the image in this format)", p)
+    return {"nrrd": nrrd, "spacing": spacing, "origin": origin}
+
+
+def _compare_text_header(p: Path, ours: dict, itk_spacing: tuple, itk_origin: tuple) -> None:
+    """ITK's reading of spacing and origin must be the header's own (see :func:`_text_header_geometry`)."""
+    spacing, origin = ours["spacing"], ours["origin"]
+    if spacing is not None:
+        n = min(len(spacing), len(itk_spacing))
+        if not np.allclose(spacing[:n], np.asarray(itk_spacing[:n], dtype=np.float64), rtol=1e-5):
+            raise InputError(f"inconsistent header: spacing {spacing.tolist()} read as {list(itk_spacing)} by ITK", p)
+    if origin is not None:
+        theirs = np.asarray(itk_origin, dtype=np.float64)
+        theirs = np.abs(theirs) if ours["nrrd"] else theirs
+        n = min(len(origin), len(theirs))
+        if not np.allclose(origin[:n], theirs[:n], atol=1e-3):
+            raise InputError(f"inconsistent header: origin {origin.tolist()} read as {list(itk_origin)} by ITK", p)
+
+
 def _metadata_of(reader: Any, p: Path) -> dict[str, str]:
     """The header's key/value fields; a header with a field that is not valid text is refused.
 
@@ -161,6 +267,7 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         _check_nifti_complete(p)  # ITK reads a truncated NIfTI silently, filling the rest with zeros
+    text_header = _text_header_geometry(p) if name.endswith((".mha", ".mhd", ".nrrd", ".nhdr")) else None
     try:
         with native_messages_to_log(p):
             reader = sitk.ImageFileReader()
@@ -176,6 +283,8 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
         if dim > 4 or (dim == 4 and size[3] != 1):
             raise InputError(f"{dim}D image (size {size}); a 3D volume is needed", p)
         check_declared_size(size, p)  # before ITK allocates what a tiny header claims
+        if text_header is not None:
+            _compare_text_header(p, text_header, reader.GetSpacing(), reader.GetOrigin())
         with native_messages_to_log(p):
             img = reader.Execute()
         keys = _metadata_of(reader, p)
