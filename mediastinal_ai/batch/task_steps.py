@@ -8,7 +8,6 @@ import importlib
 from typing import Any
 
 from ..case_files import RESULT_FILES
-from ..case_files import RESULT_FILES
 from ..errors import InputError, MediastinalAIError
 from .steps import CaseContext
 
