@@ -6,7 +6,8 @@ Columns (only ``case_id`` and ``ct`` are required; the rest is used by the tasks
 case_id        unique id (file-name safe)
 ct             CT path (DICOM folder, .nii/.nii.gz, .nrrd, .mha); relative to the CSV
 mask           tumor mask (reader 1), same grid as the CT
-mask_reader2   second reader's mask (ICC feature stability)
+mask_reader2   second reader's mask (inter-observer ICC feature stability)
+mask_reader1_repeat   reader 1's repeat outline, e.g. two weeks later (intra-observer ICC)
 lesion_class   one of :mod:`mediastinal_ai.taxonomy` names
 malignant      0/1
 who_risk       low/high (thymic epithelial tumors only; empty otherwise)
@@ -28,9 +29,9 @@ from typing import Any
 from .errors import InputError
 
 REQUIRED = ("case_id", "ct")
-PATH_COLUMNS = ("ct", "mask", "mask_reader2")
+PATH_COLUMNS = ("ct", "mask", "mask_reader2", "mask_reader1_repeat")
 COLUMNS = (
-    "case_id", "ct", "mask", "mask_reader2", "lesion_class", "malignant", "who_risk",
+    "case_id", "ct", "mask", "mask_reader2", "mask_reader1_repeat", "lesion_class", "malignant", "who_risk",
     "ctc", "age", "sex", "lesion_site", "split", "synthetic",
 )
 
@@ -41,6 +42,7 @@ class Case:
     ct: Path
     mask: Path | None = None
     mask_reader2: Path | None = None
+    mask_reader1_repeat: Path | None = None
     lesion_class: str | None = None
     malignant: int | None = None
     who_risk: str | None = None
@@ -91,7 +93,7 @@ def parse_row(d: dict[str, str], row: int, base: Path, manifest: Path) -> Case:
         case_id=d["case_id"],
         ct=paths["ct"],  # type: ignore[arg-type]
         mask=paths["mask"],
-        mask_reader2=paths["mask_reader2"],
+        mask_reader2=paths["mask_reader2"], mask_reader1_repeat=paths["mask_reader1_repeat"],
         lesion_class=d.get("lesion_class") or None,
         malignant=None if malignant is None else int(malignant),
         who_risk=risk,

@@ -10,7 +10,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: features.csv/.parquet/.json + cache/")
     p.add_argument("--params", default=None,
                    help="parameter YAML, or 'paper' (default: the published settings) or 'demo' (reduced)")
-    p.add_argument("--readers", default="1,2", help="which masks: 1 = mask, 2 = mask_reader2 (default 1,2)")
+    p.add_argument("--readers", default="1,2,1r",
+                   help="which masks: 1 = mask, 2 = mask_reader2 (inter-observer ICC), 1r = mask_reader1_repeat "
+                        "(intra-observer ICC; cases without it are skipped quietly) (default 1,2,1r)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--name", default="features", help="table file name stem (default features)")
 
@@ -20,11 +22,11 @@ def run(args: argparse.Namespace) -> int:
     from .extract import extract_cohort
 
     readers = tuple(r.strip() for r in args.readers.split(",") if r.strip())
-    bad = [r for r in readers if r not in ("1", "2")]
+    bad = [r for r in readers if r not in ("1", "2", "1r")]
     if bad:
         from ..errors import InputError
 
-        raise InputError(f"--readers takes 1 and/or 2, got {bad}")
+        raise InputError(f"--readers takes 1, 2 and/or 1r, got {bad}")
     _check_case_ids(args.manifest)
     with cli_progress("extract-radiomics") as bar:
         res = extract_cohort(args.manifest, args.out, args.params, readers=readers, workers=args.workers,

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-features", type=int, default=None, help="cap on LASSO-selected features")
     p.add_argument("--demo", action="store_true", help="mark the model as a demo (not for clinical use)")
     p.add_argument("--description", default="", help="training cohort description for the model card")
+    p.add_argument("--icc", choices=["2,1", "3,1", "1,1"], default="2,1",
+                   help="ICC form of the stability filter (default 2,1: two-way random, absolute agreement; "
+                        "the study does not state its form)")
     p.add_argument("--classifiers", default=",".join(("svm", "logistic", "knn", "extratrees", "mlp")),
                    help="comma-separated: svm (saved; must be first) and comparators logistic, knn, extratrees, mlp "
                         "(default: all)")
@@ -40,12 +43,19 @@ def run(args: argparse.Namespace) -> int:
     card = train_radiomics(args.manifest, args.out, name=args.name, params=args.params, features=args.features,
                            work_dir=args.work, workers=args.workers, seed=args.seed, max_features=args.max_features,
                            demo=args.demo, description=args.description, progress=cli_progress("train-radiomics"),
-                           classifiers=classifiers)
+                           classifiers=classifiers, icc_kind=args.icc)
     d = json.loads(card.read_text(encoding="utf-8"))
     m = d["metrics"]
     print(f"train {m['n_train']} cases ({m['n_train_high']} high risk), held-out test {m['n_test']} "
           f"({m['n_test_high']} high risk); {len(d['input_schema']['selected_features'])} features selected")
     print(metrics_table(m))
+    ic = m.get("icc_cases", {})
+    print(f"ICC({ic.get('form', args.icc)}) > 0.85 on the training cases: inter-observer "
+          f"{ic.get('inter_observer_cases', 0)} cases, intra-observer {ic.get('intra_observer_cases', 0)} cases"
+          + ("" if ic.get("intra_observer_cases") else " (no mask_reader1_repeat column: intra-observer not checked)"))
+    w = d.get("extra", {}).get("quality_warning")
+    if w:
+        print(f"WARNING: {w}")
     print(f"wrote {card}; prediction tables {card.parent / 'val_predictions.csv'} (5-fold out-of-fold, for "
           f"--threshold-from) and {card.parent / 'test_predictions.csv'} (held-out test)")
     return 0

@@ -29,7 +29,8 @@ from .params import apply_window, load_params, make_extractor, params_hash, pyra
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("case_id", "reader")
-READER_COLUMNS = {"1": "mask", "2": "mask_reader2"}
+# reader "1r": reader 1's repeat outline (intra-observer ICC); absent for most cases, not an error
+READER_COLUMNS = {"1": "mask", "2": "mask_reader2", "1r": "mask_reader1_repeat"}
 
 
 # ----------------------------------------------------------------------------- checks
@@ -168,7 +169,8 @@ def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path
         for r in readers:
             mp = getattr(c, READER_COLUMNS[str(r)])
             if mp is None:
-                skipped_no_mask.append((c.case_id, str(r)))
+                if str(r) != "1r":
+                    skipped_no_mask.append((c.case_id, str(r)))
                 continue
             jobs.append((str(c.ct), str(mp), c.case_id, str(r)))
     if not jobs:

@@ -1,6 +1,6 @@
 """The radiomics model as ONE imbalanced-learn pipeline:
 
-    ICC(2,1) > 0.85 stability filter → median imputation → Pearson abs(r) > 0.9 redundancy
+    ICC > 0.85 stability filter (inter- and intra-observer) → median imputation → Pearson abs(r) > 0.9 redundancy
     filter → standardisation → LASSO (5-fold CV) selection → SMOTE 1:1 → classifier
 
 Because every step lives in the pipeline, ``cross_val_predict`` and the held-out test refit
@@ -47,7 +47,8 @@ def make_classifier(name: str, random_state: int = 0) -> Any:
 
 def build_pipeline(classifier: str = "svm", *, reader2: Any = None, icc_threshold: float = 0.85,
                    corr_threshold: float = 0.9, lasso_cv: int = 5, max_features: int | None = None,
-                   smote_k: int = 3, random_state: int = 0) -> Any:
+                   smote_k: int = 3, random_state: int = 0, reader1_repeat: Any = None,
+                   icc_kind: str = "2,1") -> Any:
     """The full model; fit it on a reader-1 DataFrame indexed by case id and 0/1 labels."""
     from imblearn.over_sampling import SMOTE
     from imblearn.pipeline import Pipeline
@@ -55,7 +56,8 @@ def build_pipeline(classifier: str = "svm", *, reader2: Any = None, icc_threshol
     from sklearn.preprocessing import StandardScaler
 
     return Pipeline([
-        ("stable", StableFeatureSelector(reader2=reader2, threshold=icc_threshold)),
+        ("stable", StableFeatureSelector(reader2=reader2, threshold=icc_threshold, reader1_repeat=reader1_repeat,
+                                         icc_kind=icc_kind)),
         ("impute", SimpleImputer(strategy="median")),
         ("decorrelate", CorrelationFilter(threshold=corr_threshold)),
         ("scale", StandardScaler()),

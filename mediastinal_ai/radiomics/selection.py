@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class StableFeatureSelector(TransformerMixin, BaseEstimator):
-    """Keep features whose reader-1 vs reader-2 ICC(2,1) exceeds ``threshold`` (0.85).
+    """Keep features whose inter-observer (reader 1 vs reader 2) **and** intra-observer
+    (reader 1 vs reader 1's repeat outline, ``reader1_repeat``) ICC exceed ``threshold`` (0.85),
+    as the study did; ``icc_kind`` chooses the ICC form (default "2,1"; the study does not say).
 
     Leak-free ICC: ``X`` is the reader-1 table as a DataFrame indexed by case id;
     ``reader2`` is the reader-2 table for (a superset of) the same cases. ``fit`` computes
@@ -31,9 +33,12 @@ class StableFeatureSelector(TransformerMixin, BaseEstimator):
     Without ``reader2`` (no second reader) no ICC filter is applied and a warning is logged.
     """
 
-    def __init__(self, reader2: Any = None, threshold: float = 0.85):
+    def __init__(self, reader2: Any = None, threshold: float = 0.85, reader1_repeat: Any = None,
+                 icc_kind: str = "2,1"):
         self.reader2 = reader2
         self.threshold = threshold
+        self.reader1_repeat = reader1_repeat
+        self.icc_kind = icc_kind
 
     def fit(self, X: Any, y: Any = None) -> StableFeatureSelector:
         import pandas as pd
@@ -44,16 +49,26 @@ class StableFeatureSelector(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         finite = np.isfinite(X.to_numpy(float)).all(axis=0)
         cols = [c for c, ok in zip(X.columns, finite) if ok]
+        kind = getattr(self, "icc_kind", "2,1")
+        repeat = getattr(self, "reader1_repeat", None)
+        self.icc_, self.icc_intra_ = {}, {}
+        keep = list(cols)
         if self.reader2 is None:
-            log.warning("no second-reader features: ICC stability filter skipped")
-            self.icc_ = {}
-            self.columns_ = list(cols)
+            log.warning("no second-reader features: inter-observer ICC filter skipped")
         else:
-            values = feature_icc(X[cols], self.reader2)
+            values = feature_icc(X[cols], self.reader2, kind)
             self.icc_ = {str(k): float(v) for k, v in values.items()}
-            self.columns_ = [c for c in cols if values.get(c, np.nan) > self.threshold]
+            keep = [c for c in keep if values.get(c, np.nan) > self.threshold]
+        if repeat is None:
+            if self.reader2 is not None:
+                log.info("no repeat outline of reader 1: intra-observer ICC filter skipped")
+        else:
+            values = feature_icc(X[cols], repeat, kind)
+            self.icc_intra_ = {str(k): float(v) for k, v in values.items()}
+            keep = [c for c in keep if values.get(c, np.nan) > self.threshold]
+        self.columns_ = keep
         if not self.columns_:
-            raise ValueError(f"no feature has ICC > {self.threshold} between the readers")
+            raise ValueError(f"no feature has ICC > {self.threshold} (inter- and intra-observer)")
         return self
 
     def transform(self, X: Any) -> Any:
@@ -71,6 +86,7 @@ class StableFeatureSelector(TransformerMixin, BaseEstimator):
 
     def forget_reader2(self) -> StableFeatureSelector:
         self.reader2 = None
+        self.reader1_repeat = None
         return self
 
 
@@ -139,6 +155,16 @@ class LassoSelector(TransformerMixin, BaseEstimator):
         lasso.fit(X, y)
         self.alpha_ = float(lasso.alpha_)
         self.coef_ = lasso.coef_.copy()
+        # for the coefficient-path and CV-error plots (radiomics.plots): the CV grid, the
+        # per-fold MSE and the coefficient path of the features that are ever non-zero on it
+        from sklearn.linear_model import lasso_path
+
+        self.alphas_ = np.asarray(lasso.alphas_, float)
+        self.mse_path_ = np.asarray(lasso.mse_path_, float)  # (n_alphas, n_folds)
+        _, coefs, _ = lasso_path(X, y, alphas=self.alphas_, max_iter=5000)
+        ever = np.flatnonzero(np.abs(coefs).max(axis=1) > 0)
+        self.path_features_ = ever
+        self.coef_path_ = coefs[ever]  # (n_ever_nonzero, n_alphas)
         support = np.flatnonzero(np.abs(self.coef_) > 0)
         self.fallback_ = support.size == 0
         if self.fallback_:

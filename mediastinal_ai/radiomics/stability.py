@@ -8,8 +8,14 @@ From the two-way ANOVA of an n-cases × k-readers table::
 
     ICC(2,1) = (BMS - EMS) / (BMS + (k - 1)·EMS + k·(JMS - EMS)/n)
 
-with BMS, JMS, EMS the between-case, between-reader and residual mean squares. ICC(3,1)
-(consistency, fixed readers) is available for comparison.
+with BMS, JMS, EMS the between-case, between-reader and residual mean squares. The study does
+not state its ICC form, so the form is selectable (``icc_kind``; the card records it):
+ICC(3,1) (two-way mixed, consistency: fixed readers) and ICC(1,1) (one-way random: each case
+rated by different readers, WMS = within-case mean square) are available.
+
+Two reliabilities, as published: **inter-observer** (reader 1 vs reader 2's mask) and
+**intra-observer** (reader 1's first vs repeat outline two weeks later, manifest column
+``mask_reader1_repeat``). A feature is kept when every available ICC exceeds 0.85.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-ICC_TYPE = "ICC(2,1): two-way random effects, absolute agreement, single rater (Shrout & Fleiss 1979)"
+ICC_KINDS = {
+    "2,1": "ICC(2,1): two-way random effects, absolute agreement, single rater (Shrout & Fleiss 1979)",
+    "3,1": "ICC(3,1): two-way mixed effects, consistency, single rater (Shrout & Fleiss 1979)",
+    "1,1": "ICC(1,1): one-way random effects, single rater (Shrout & Fleiss 1979)",
+}
+DEFAULT_ICC_KIND = "2,1"
+ICC_TYPE = ICC_KINDS[DEFAULT_ICC_KIND]
 
 
 def _mean_squares(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
@@ -40,7 +52,7 @@ def _mean_squares(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
 def icc(ratings: np.ndarray, kind: str = "2,1") -> np.ndarray | float:
     """ICC of a (cases × readers) table, or of a stack (cases × readers × features) at once.
 
-    ``kind`` "2,1" (default, absolute agreement) or "3,1" (consistency). A feature that is
+    ``kind`` "2,1" (default, absolute agreement), "3,1" (consistency) or "1,1" (one-way). A feature that is
     constant across all cases and readers gets ICC 1 when the readers agree exactly and 0
     otherwise (no between-case variance to explain); NaN inputs give NaN.
     """
@@ -53,16 +65,20 @@ def icc(ratings: np.ndarray, kind: str = "2,1") -> np.ndarray | float:
             den = bms + (k - 1) * ems + k * (jms - ems) / n
         elif kind == "3,1":
             den = bms + (k - 1) * ems
+        elif kind == "1,1":
+            wms = (jms * (k - 1) + ems * (n - 1) * (k - 1)) / (n * (k - 1))  # within-case mean square
+            ems = wms
+            den = bms + (k - 1) * wms
         else:
-            raise ValueError(f"unknown ICC kind {kind!r}; use '2,1' or '3,1'")
+            raise ValueError(f"unknown ICC kind {kind!r}; use one of {', '.join(ICC_KINDS)}")
         out = (bms - ems) / den
     out = np.where(den > 0, out, np.where((jms + ems) <= 1e-12 * (1 + np.abs(y).max()), 1.0, 0.0))
     out = np.where(np.isnan(y).any(axis=(0, 1)), np.nan, out)
     return float(out) if np.ndim(out) == 0 else out
 
 
-def feature_icc(reader1: Any, reader2: Any) -> Any:
-    """Per-feature ICC(2,1) between two DataFrames indexed by case (same columns).
+def feature_icc(reader1: Any, reader2: Any, kind: str = DEFAULT_ICC_KIND) -> Any:
+    """Per-feature ICC (default ICC(2,1)) between two DataFrames indexed by case (same columns).
 
     Only cases present in both are used; returns a Series ``feature → ICC``.
     """
@@ -74,5 +90,5 @@ def feature_icc(reader1: Any, reader2: Any) -> Any:
         raise ValueError(f"ICC needs at least 3 cases read by both readers; found {len(common)}")
     a = reader1.loc[common, cols].to_numpy(float)
     b = reader2.loc[common, cols].to_numpy(float)
-    values = icc(np.stack([a, b], axis=1))
+    values = icc(np.stack([a, b], axis=1), kind)
     return pd.Series(np.atleast_1d(values), index=cols, name="icc")

@@ -32,17 +32,25 @@ def auc_ci(y: Any, score: Any) -> dict[str, Any]:
 
 
 def binary_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """AUC, accuracy, sensitivity, specificity, PPV, NPV (positive = high risk), each with a 95% CI."""
+    """AUC, accuracy, sensitivity, specificity, PPV, NPV and F1 (positive = high risk), each with a 95% CI
+    (F1: stratified bootstrap, as in :func:`mediastinal_ai.evaluation.threshold_metrics`)."""
     y = np.asarray(y).astype(int)
     pred = (np.asarray(p, float) >= threshold).astype(int)
     tp = int(((pred == 1) & (y == 1)).sum())
     tn = int(((pred == 0) & (y == 0)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
     fn = int(((pred == 0) & (y == 1)).sum())
-    return {"auc": auc_ci(y, p), "accuracy": wilson(tp + tn, y.size), "sensitivity": wilson(tp, tp + fn),
+    f1: dict[str, Any] = {"value": None, "ci_low": None, "ci_high": None, "k": 2 * tp, "n": 2 * tp + fp + fn}
+    if 0 < y.sum() < y.size:
+        from ..evaluation import threshold_metrics
+
+        m = threshold_metrics(y, np.asarray(p, float), threshold, n_boot=1000)["f1"]
+        f1 = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in m.items()
+              if k in ("value", "ci_low", "ci_high", "k", "n")}
+    return {"auc": auc_ci(y, p), "f1": f1, "accuracy": wilson(tp + tn, y.size), "sensitivity": wilson(tp, tp + fn),
             "specificity": wilson(tn, tn + fp), "ppv": wilson(tp, tp + fp), "npv": wilson(tn, tn + fn),
             "threshold": threshold, "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn}, "n": int(y.size),
-            "ci_methods": "AUC: DeLong; proportions: Wilson score"}
+            "ci_methods": "AUC: DeLong; proportions: Wilson score; F1: stratified bootstrap"}
 
 
 def fmt(m: dict[str, Any]) -> str:

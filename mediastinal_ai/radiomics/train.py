@@ -58,6 +58,13 @@ def split_readers(table: Any) -> tuple[Any, Any | None]:
     return r1, (r2 if len(r2) else None)
 
 
+def repeat_reader(table: Any) -> Any | None:
+    """Reader 1's repeat outline (``reader == "1r"``, intra-observer ICC), or None."""
+    feats = [c for c in table.columns if c not in ("case_id", "reader")]
+    r = table[table["reader"].astype(str) == "1r"].set_index("case_id")[feats]
+    return r if len(r) else None
+
+
 def choose_split(case_ids: list[str], y: np.ndarray, splits: dict[str, str | None], test_fraction: float,
                  seed: int) -> tuple[list[str], list[str]]:
     test = [c for c in case_ids if (splits.get(c) or "").lower() == "test"]
@@ -72,7 +79,8 @@ def choose_split(case_ids: list[str], y: np.ndarray, splits: dict[str, str | Non
 def train_models(table: Any, labels: dict[str, str], splits: dict[str, str | None] | None = None, *,
                  classifiers: tuple[str, ...] = CLASSIFIERS, cv_folds: int = 5, test_fraction: float = 0.25,
                  seed: int = 0, icc_threshold: float = 0.85, corr_threshold: float = 0.9,
-                 max_features: int | None = None, progress: ProgressCallback | None = None) -> TrainResult:
+                 max_features: int | None = None, progress: ProgressCallback | None = None,
+                 icc_kind: str = "2,1") -> TrainResult:
     """Fit and evaluate every classifier; ``labels`` maps case id → "low"/"high"."""
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -89,9 +97,17 @@ def train_models(table: Any, labels: dict[str, str], splits: dict[str, str | Non
     Xtr, ytr = r1.loc[train_ids], np.array([y_of[c] for c in train_ids])
     Xte, yte = r1.loc[test_ids], np.array([y_of[c] for c in test_ids])
     reader2_train = r2.loc[r2.index.intersection(train_ids)] if r2 is not None else None
+    r1r = repeat_reader(table)
+    repeat_train = r1r.loc[r1r.index.intersection(train_ids)] if r1r is not None else None
+    if repeat_train is not None and len(repeat_train) < 3:
+        log.warning("only %d training cases have a repeat outline: intra-observer ICC skipped", len(repeat_train))
+        repeat_train = None
+    metrics_icc = {"inter_observer_cases": 0 if reader2_train is None else int(len(reader2_train)),
+                   "intra_observer_cases": 0 if repeat_train is None else int(len(repeat_train)), "form": icc_kind}
     metrics: dict[str, Any] = {"positive_class": "high", "threshold": 0.5,
                                "n_train": len(train_ids), "n_test": len(test_ids),
-                               "n_train_high": int(ytr.sum()), "n_test_high": int(yte.sum()), "models": {}}
+                               "n_train_high": int(ytr.sum()), "n_test_high": int(yte.sum()), "models": {},
+                               "icc_cases": metrics_icc}
     pipes: dict[str, Any] = {}
     cv_preds: dict[str, np.ndarray] = {}
     test_preds: dict[str, np.ndarray] = {}
@@ -99,7 +115,8 @@ def train_models(table: Any, labels: dict[str, str], splits: dict[str, str | Non
     for i, name in enumerate(classifiers):
         report(progress, i / len(classifiers), f"training {CLASSIFIER_NAMES[name]}")
         pipe = build_pipeline(name, reader2=reader2_train, icc_threshold=icc_threshold,
-                              corr_threshold=corr_threshold, max_features=max_features, random_state=seed)
+                              corr_threshold=corr_threshold, max_features=max_features, random_state=seed,
+                              reader1_repeat=repeat_train, icc_kind=icc_kind)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             cv_p = cross_val_predict(clone(pipe), Xtr, ytr, cv=folds, method="predict_proba")[:, 1]
@@ -157,12 +174,13 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """Markdown table of the side-by-side comparison."""
     from .stats import fmt
 
-    rows = ["| model | CV AUC (train) | test AUC | accuracy | sensitivity | specificity | PPV | NPV |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | CV AUC (train) | test AUC | accuracy | sensitivity | specificity | PPV | NPV | F1 |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for m in metrics["models"].values():
         t = m["test"]
         rows.append(f"| {m['name']} | {fmt(m['cv_auc_train'])} | {fmt(t['auc'])} | {fmt(t['accuracy'])} | "
-                    f"{fmt(t['sensitivity'])} | {fmt(t['specificity'])} | {fmt(t['ppv'])} | {fmt(t['npv'])} |")
+                    f"{fmt(t['sensitivity'])} | {fmt(t['specificity'])} | {fmt(t['ppv'])} | {fmt(t['npv'])} | "
+                    f"{fmt(t.get('f1', {}))} |")
     return "\n".join(rows)
 
 
@@ -170,7 +188,8 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
                     params: str | Path | dict[str, Any] | None = None, features: str | Path | None = None,
                     work_dir: str | Path | None = None, workers: int | None = None, seed: int = 0,
                     max_features: int | None = None, demo: bool = False, description: str = "",
-                    progress: ProgressCallback | None = None, classifiers: tuple[str, ...] = CLASSIFIERS) -> Path:
+                    progress: ProgressCallback | None = None, classifiers: tuple[str, ...] = CLASSIFIERS,
+                    icc_kind: str = "2,1") -> Path:
     """Extract (or read) features, train, evaluate, save ``<out>/<name>.skops`` + card. Returns the card path.
 
     With ``features`` (a table from ``extract-radiomics``) the parameters are the table's own
@@ -184,7 +203,7 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
     from .extract import extract_cohort, package_versions, params_for_table, read_table
     from .model_io import save_pipeline
     from .params import load_params, params_hash
-    from .stability import ICC_TYPE
+    from .stability import ICC_KINDS
 
     out = Path(out_dir)
     p = load_params(params) if features is None else params_for_table(features, params)
@@ -194,7 +213,8 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
         raise InputError("no case has who_risk low/high", manifest)
     if features is None:
         work = Path(work_dir) if work_dir else out / "features"
-        ext = extract_cohort(manifest, work, p, workers=workers, case_ids=sorted(labels),
+        readers = ("1", "2", "1r") if any(c.mask_reader1_repeat for c in cases) else ("1", "2")
+        ext = extract_cohort(manifest, work, p, workers=workers, case_ids=sorted(labels), readers=readers,
                              progress=lambda f, m: report(progress, 0.7 * f, m))
         table, features_path = ext["table"], ext["parquet"] or ext["csv"]
     else:
@@ -202,15 +222,28 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
     if classifiers[0] != "svm":
         raise InputError("the saved model is the SVM: 'svm' must be the first classifier")
     res = train_models(table, labels, {c.case_id: c.split for c in cases}, seed=seed, max_features=max_features,
-                       classifiers=classifiers, progress=lambda f, m: report(progress, 0.7 + 0.28 * f, m))
+                       classifiers=classifiers, progress=lambda f, m: report(progress, 0.7 + 0.28 * f, m),
+                       icc_kind=icc_kind)
+    stable = res.pipelines["svm"].named_steps["stable"]
+    from ..evaluation.quality import poor_metric_warning
+
+    quality = poor_metric_warning("auc", res.metrics["models"]["svm"]["cv_auc_train"].get("value"),
+                                  what="cross-validated (training)", model=name)
     weights = save_pipeline(res.pipelines["svm"], out / f"{name}.skops")
     synthetic = all(c.synthetic for c in cases)
     card = ModelCard(
         name=name, task="risk-radiomics", weights_file=weights.name, demo=demo, classes=["low", "high"],
-        architecture={"pipeline": ["ICC(2,1) > 0.85 stability filter (train cases only)", "median imputation",
+        architecture={"pipeline": [f"ICC({icc_kind}) > 0.85 stability filter, inter-observer"
+                                   + (" and intra-observer" if stable.icc_intra_ else " only (no repeat outlines)")
+                                   + " (train cases only)", "median imputation",
                                    "Pearson abs(r) > 0.9 redundancy filter", "standardisation",
                                    "LassoCV (5-fold) selection", "SMOTE 1:1", "SVM RBF (Platt-calibrated)"],
-                      "classifier": "svm", "icc_type": ICC_TYPE, "selection": res.selection},
+                      "classifier": "svm", "icc_type": ICC_KINDS[icc_kind],
+                      "icc": {**res.metrics.get("icc_cases", {}), "inter_observer_features": len(stable.icc_),
+                              "intra_observer_features": len(stable.icc_intra_),
+                              "kept": len(stable.columns_), "threshold": 0.85,
+                              "form_note": "the study does not state its ICC form; ICC(2,1) is our default"},
+                      "selection": res.selection},
         preprocessing={"radiomics_params": p, "radiomics_params_hash": params_hash(p),
                        "window": p["preprocessing"]["window"],
                        "note": "CT clipped to the window before pyradiomics; features from the tumour mask"},
@@ -224,10 +257,14 @@ def train_radiomics(manifest: str | Path, out_dir: str | Path, *, name: str = "r
         metrics=res.metrics,
         extra={"threshold": 0.5, "packages": package_versions(),
                "contribution_method": "P(high) minus P(high) with the feature set to its training mean "
-                                      "(standardised value 0); approximation for the RBF SVM"},
+                                      "(standardised value 0); approximation for the RBF SVM",
+               **({"quality_warning": quality} if quality else {})},
         produced_by=provenance(seed=seed, command="train-radiomics"),
     )
     card_path = write_card_for(weights, card)
     atomic_write_text(out / f"{name}.metrics.md", metrics_table(res.metrics) + "\n")
+    from .plots import write_lasso_plots
+
+    write_lasso_plots(res.pipelines["svm"], out / "lasso_path_cv", synthetic=synthetic)
     write_prediction_tables(res, labels, out, synthetic=synthetic)
     return card_path
