@@ -92,12 +92,21 @@ def _uid(fingerprint: str, role: str) -> str:
     return str(generate_uid(entropy_srcs=[fingerprint, role]))
 
 
+def quiet_highdicom() -> None:
+    """highdicom logs one INFO line per module it copies (dozens per object), which floods the
+    CLI's INFO output; keep its warnings."""
+    hd_log = logging.getLogger("highdicom")
+    if hd_log.level < logging.WARNING:
+        hd_log.setLevel(logging.WARNING)
+
+
 def prepare_sources(ct: Volume, on_missing_uids: str = "generate") -> SourceSeries:
     """Read the CT's DICOM files (headers and pixels; highdicom needs both for a SEG) and fix what
     anonymisers break: SOP class/instance from the file meta, blank study/series/instance UIDs
     (generated or refused, see the module doc), missing type 2 patient/study attributes."""
     import pydicom
 
+    quiet_highdicom()
     if on_missing_uids not in UID_POLICIES:
         raise ValueError(f"on_missing_uids must be one of {UID_POLICIES}, got {on_missing_uids!r}")
     files = [Path(f) for f in ct.metadata.get("dicom_files") or []]
