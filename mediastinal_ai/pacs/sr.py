@@ -37,7 +37,7 @@ def _private(value: str, meaning: str) -> Any:
 
     from ..segmentation.dicom_seg import fit_lo
 
-    return CodedConcept(value[:16], PRIVATE_SCHEME, fit_lo(meaning))
+    return CodedConcept(value, PRIVATE_SCHEME, fit_lo(meaning))  # > 16 characters: LongCodeValue
 
 
 def _unit(value: str, meaning: str) -> Any:
@@ -73,12 +73,19 @@ def _measurement(name: Any, value: Any, unit: Any, model: Any = None, derivation
                              algorithm_id=None if model is None else _algorithm_id(model))
 
 
+MEDIASTINAL = ("anterior", "middle", "posterior", None)
+
+
 def _finding_site(compartment: str | None) -> Any:
+    """Mediastinum (with Anterior/Posterior as topographical modifier) for a mediastinal
+    compartment; None for a lesion the anatomy step placed elsewhere ("lung", "other")."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     from ..segmentation.dicom_seg import compartment_modifier
 
+    if compartment not in MEDIASTINAL:
+        return None
     return hd.sr.FindingSite(anatomic_location=codes.SCT.Mediastinum,
                              topographical_modifier=compartment_modifier(compartment))
 
@@ -127,7 +134,7 @@ def _lesion_group(row: dict[str, Any], seg: Any, segment_number: int, model: Any
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid or hd.UID(), identifier=ident),
         referenced_segment=_referenced_segment(seg, segment_number),
         finding_type=codes.SCT.Mass, algorithm_id=_algorithm_id(model),
-        finding_sites=[_finding_site(row.get("compartment"))],
+        finding_sites=[site] if (site := _finding_site(row.get("compartment"))) is not None else None,
         measurements=measurements or None, qualitative_evaluations=evaluations or None,
     )
 
@@ -183,7 +190,7 @@ def _fusion_group(kind: str, summary: dict[str, Any], model: Any, ctc: Any, ctc_
         cls = str(t.get("class", ""))
         display = str(t.get("display") or cls)
         evaluations.append(hd.sr.QualitativeEvaluation(_private(f"CLASS{k}", f"Lesion class, rank {k}"),
-                                                       _private(cls.upper().replace(" ", "")[:16] or "UNKNOWN", display)))
+                                                       _private(cls.upper().replace(" ", "") or "UNKNOWN", display)))
         measurements.append(_measurement(_private(f"PCLASS{k}", f"Probability of lesion class, rank {k}"),
                                          t.get("probability"), codes.UCUM.NoUnits))
     if ctc is not None:
