@@ -145,6 +145,12 @@ def test_neutral_loss_is_default_and_repeats_are_summarised():
         card = json.loads((Path(d) / "t" / "t.model.json").read_text())
         assert rep["seeds"] == [0, 1] and card["metrics"]["repeats"]["seeds"] == [0, 1]
         assert card["input_schema"]["units"]["ctc"] == "u/mL" and card["extra"]["loss"]["kind"] == "neutral"
+        mc = card["metrics"]["mcnemar_fusion_vs_ct_only"]
+        assert set(mc) == {"accuracy", "sensitivity", "specificity"} or "error" in mc
+        cm = card["metrics"]["test"]["multiclass"]["confusion"]
+        assert np.array(cm["matrix"]).sum() == card["metrics"]["test"]["n"] - card["metrics"]["test"]["multiclass"][
+            "n_unseen_class_cases"]
+        assert "macro_auc_a" in card["metrics"]["multiclass_auc_fusion_vs_ct_only"]
         second = json.loads((Path(d) / "repeats" / "seed_1" / "metrics.json").read_text())
         vals = [m["fusion"]["binary_auc"]["auc"], second["fusion"]["binary_auc"]["auc"]]
         f = rep["figures"]["fusion_binary_auc"]

@@ -4,6 +4,7 @@ brute force) on the same data — never against typed-in numbers."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_multiclass_auc_comparison_against_sklearn():
 
 # ----------------------------------------------------------------------------- reader study
 def test_reader_table_matches_sklearn():
-    from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
     rng = np.random.default_rng(4)
     n = 80
@@ -147,6 +148,7 @@ def test_reader_table_matches_sklearn():
         assert row["specificity"] == pytest.approx(recall_score(1 - y, 1 - c))
         assert row["ppv"] == pytest.approx(precision_score(y, c))
         assert row["npv"] == pytest.approx(precision_score(1 - y, 1 - c))
+        assert row["f1"] == pytest.approx(f1_score(y, c))
     for g in res["group_means"]:
         src = aided if g["condition"] == "aided" else readers
         assert g["sensitivity"] == pytest.approx(np.mean([recall_score(y, src[r]) for r in groups[g["group"]]]))
@@ -316,3 +318,53 @@ def test_evaluate_writes_mcnemar_reader_table_table1_and_cli(tmp_path, capsys):
     assert "written to" in capsys.readouterr().out
     assert main(["table1", "--manifest", str(tmp_path / "m.csv"), "--by", "nope", "--out", str(tmp_path / "x.csv")]) != 0
     assert "group column 'nope'" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct"
+
+
+def test_vendor_from_real_dicom_headers_matches_pydicom():
+    import pydicom
+
+    from mediastinal_ai.evaluation.cli_segstats import _vendor
+    from mediastinal_ai.evaluation.segstats import vendor_of
+
+    series = [d for d in sorted(REAL.glob("lidc-contrast-slabs/*")) + sorted(REAL.glob("lung-pet-ct-dx/*")) if d.is_dir()]
+    if not series:
+        pytest.skip(f"real CT samples not found under {REAL}")
+    for d in series[:3]:
+        f = sorted(d.glob("*.dcm"))[0]
+        ref = str(pydicom.dcmread(f, stop_before_pixels=True).get("Manufacturer", "") or "").strip() or "unknown"
+        assert vendor_of(str(f)) == ref == _vendor(d)
+
+
+def test_seg_stats_cli_summary_subgroups_and_failure(tmp_path, capsys):
+    from mediastinal_ai.cli import main
+
+    rng = np.random.default_rng(12)
+    n = 40
+    ids = [f"c{i}" for i in range(n)]
+    diam = rng.uniform(20, 120, n)
+    dice = np.clip(0.4 + diam / 250 + rng.normal(0, 0.05, n), 0, 1)
+    pd.DataFrame({"case_id": ids, "dice": dice, "iou": dice / (2 - dice), "precision": dice, "recall": dice}).to_csv(
+        tmp_path / "per_case.csv", index=False)
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    pd.DataFrame({"case_id": ids, "ct": "ct.nii.gz", "lesion_class": rng.choice(["thymoma_AB", "lymphoma"], n),
+                  "diameter_mm": diam, "vendor": rng.choice(["GE", "Siemens"], n)}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"case_id": ids, "reader": "1", "original_shape_VoxelVolume": diam ** 3,
+                  "original_firstorder_Mean": rng.normal(40, 5, n)}).to_csv(tmp_path / "f.csv", index=False)
+    assert main(["seg-stats", "--per-case", str(tmp_path / "per_case.csv"), "--manifest", str(tmp_path / "m.csv"),
+                 "--features", str(tmp_path / "f.csv"), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "seg_stats.json").read_text())
+    d = res["summary"][0]
+    lo, hi = stats.t.interval(0.95, n - 1, loc=dice.mean(), scale=stats.sem(dice))
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((lo, hi)) and d["sd"] == pytest.approx(dice.std(ddof=1))
+    big = [r for r in res["subgroups"]["size_group"] if r["subgroup"] == "> 8 cm" and r["metric"] == "dice"][0]
+    assert big["n"] == int((diam > 80).sum()) and big["mean"] == pytest.approx(dice[diam > 80].mean())
+    assert {r["subgroup"] for r in res["subgroups"]["vendor"]} == {"GE", "Siemens"}
+    fa = res["failure_analysis"]
+    vol = [r for r in fa["features"] if r["feature"] == "original_shape_VoxelVolume"][0]
+    order = np.argsort(dice, kind="mergesort")
+    ref = stats.mannwhitneyu((diam ** 3)[order[-4:]], (diam ** 3)[order[:4]], alternative="two-sided")
+    assert fa["n_per_group"] == 4 and vol["p"] == pytest.approx(ref.pvalue)
+    assert "dice:" in capsys.readouterr().out

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predictions": ("mediastinal_ai.evaluation.cli_join",
                     "join batch/case predictions with the manifest's labels into the table 'evaluate' takes"),
     "evaluate": ("mediastinal_ai.evaluation.cli", "ROC/AUC with DeLong CIs and tests, threshold metrics"),
+    "seg-stats": ("mediastinal_ai.evaluation.cli_segstats", "segmentation statistics: 95% CIs, subgroups, failure analysis"),
     "table1": ("mediastinal_ai.evaluation.cli_table1", "baseline characteristics table of a cohort (Table 1)"),
     "report": ("mediastinal_ai.evaluation.cli_report", "per-case or cohort report (HTML and PDF)"),
     "export-dicom": ("mediastinal_ai.pacs.cli", "DICOM SEG (binary + fractional) and TID 1500 SR of a case, for PACS"),

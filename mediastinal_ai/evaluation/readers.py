@@ -62,7 +62,7 @@ def reader_study(y: Any, model_score: Any, readers: dict[str, Any], aided: dict[
     return res
 
 
-_TABLE_METRICS = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
+_TABLE_METRICS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
 def _calls(y: np.ndarray, s: np.ndarray, threshold: float | None, who: str) -> np.ndarray:
@@ -84,6 +84,9 @@ def _table_row(y: np.ndarray, s: np.ndarray, calls: np.ndarray) -> dict[str, Any
                        ("ppv", tp, tp + fp), ("npv", tn, tn + fn)):
         row[name] = k / d if d else float("nan")
         row[f"{name}_k/n"] = f"{k}/{d}"
+    d = 2 * tp + fp + fn
+    row["f1"] = 2 * tp / d if d else float("nan")
+    row["f1_k/n"] = f"{2 * tp}/{d}"
     row.update({"tp": tp, "fp": fp, "tn": tn, "fn": fn})
     return row
 
@@ -94,7 +97,7 @@ def reader_table(y: Any, readers: dict[str, Any], *, aided: dict[str, Any] | Non
     """The reader study in the layout of the radiomics/CNN study's Table 3.
 
     One row per reader and condition (unaided / aided) with accuracy, sensitivity, specificity,
-    PPV, NPV (k/n beside each) and AUC (DeLong CI; for 0/1 calls the AUC is (sens + spec)/2);
+    PPV, NPV, F1 (k/n beside each) and AUC (DeLong CI; for 0/1 calls the AUC is (sens + spec)/2);
     group rows (e.g. ``{"junior": [...], "senior": [...]}``) hold the unweighted **mean over the
     group's readers** of each metric, as the study reports group means. Comparisons, per
     reader: aided vs unaided by paired DeLong (AUC) and McNemar (accuracy); per group: paired

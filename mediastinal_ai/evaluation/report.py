@@ -469,7 +469,7 @@ def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None)
         if rt:
             s.append(("text", "Per reader (Table 3 layout): accuracy, sensitivity, specificity, PPV, NPV, AUC; "
                               "group rows are the mean over the group's readers"))
-            keep = ("reader", "group", "condition", "accuracy", "sensitivity", "specificity", "ppv", "npv", "auc")
+            keep = ("reader", "group", "condition", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auc")
             s.append(("table", [{k: _fmt(r.get(k)) for k in keep} for r in rt["rows"]]))
             if rt.get("group_means"):
                 s.append(("table", [{k: _fmt(v) for k, v in r.items()} for r in rt["group_means"]]))

@@ -247,6 +247,9 @@ def _evaluate(y: np.ndarray, labels: np.ndarray, p: np.ndarray, pc: np.ndarray, 
         order = np.argsort(-pc[known], 1)
         truth = np.asarray([classes.index(c) for c in labels[known]])
         out["multiclass"]["accuracy_top1"] = float((order[:, 0] == truth).mean())
+        from ..evaluation.multiclass import confusion_matrix
+
+        out["multiclass"]["confusion"] = confusion_matrix(labels[known], [classes[j] for j in order[:, 0]], classes)
         out["multiclass"]["accuracy_top3"] = float((order[:, :3] == truth[:, None]).any(1).mean())
     return out
 
@@ -311,6 +314,20 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
         metrics["delong_fusion_vs_ct_only"] = delong_test(y, pf, pc).as_dict()
     except InputError as e:
         metrics["delong_fusion_vs_ct_only"] = {"error": str(e)}
+    from ..evaluation.multiclass import compare_multiclass_auc
+    from ..evaluation.paired import mcnemar_paired
+
+    try:  # the study's McNemar: paired sensitivity/specificity at each model's own threshold
+        metrics["mcnemar_fusion_vs_ct_only"] = mcnemar_paired(y, (pf >= thr["fusion"]).astype(int),
+                                                              (pc >= thr["ct-only"]).astype(int))
+    except InputError as e:
+        metrics["mcnemar_fusion_vs_ct_only"] = {"error": str(e)}
+    known = np.isin(labels, classes)
+    try:
+        metrics["multiclass_auc_fusion_vs_ct_only"] = compare_multiclass_auc(labels[known], pcf[known], pcc[known],
+                                                                             classes, n_boot=500, seed=cfg.seed)
+    except InputError as e:
+        metrics["multiclass_auc_fusion_vs_ct_only"] = {"error": str(e)}
     metrics["best_epoch"] = {"fusion": ep_f, "ct_only": ep_c}
 
     # ---------------------------------------------------------------- models + cards
@@ -339,7 +356,9 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
         architecture={**arch_common, "tabular_branch": f"FC {len(schema['features'])}→{cfg.tab_hidden}→{cfg.tab_hidden}"},
         preprocessing={"roi": recipe}, classes=classes, input_schema=schema, training_data=training,
         metrics={"test": metrics["fusion"], "ct_only_test": metrics["ct_only"],
-                 "delong_fusion_vs_ct_only": metrics["delong_fusion_vs_ct_only"], "best_epoch": ep_f,
+                 "delong_fusion_vs_ct_only": metrics["delong_fusion_vs_ct_only"],
+                 "mcnemar_fusion_vs_ct_only": metrics["mcnemar_fusion_vs_ct_only"],
+                 "multiclass_auc_fusion_vs_ct_only": metrics["multiclass_auc_fusion_vs_ct_only"], "best_epoch": ep_f,
                  "threshold_from": "Youden on validation"},
         extra={"threshold": thr["fusion"],
                "ct_only_model": {"name": cfg.ct_only_name, "sha256": ModelCard.load(ct_card_path).sha256,
