@@ -357,7 +357,7 @@ def _fake_segment_volume(case):
         mask, labels, lesions, _ = inference.postprocess_full(ct, prob, threshold)
         unc = ct.with_array((p * (1 - p) * 0.5).astype(np.float32), units="probability")
         return inference.SegmentationResult(prob, mask, labels, lesions, threshold, model.label, model.card.sha256,
-                                            {"threshold": threshold}, uncertainty=unc)
+                                            {"threshold": threshold, "plan": model.plan.to_dict()}, uncertainty=unc)
 
     return fake
 
@@ -417,3 +417,6 @@ def test_segment_cli_dicom_sr_writes_seg_fractional_seg_and_sr(tmp_path, monkeyp
     card = resolve(None, task="segmentation").card
     assert alg.AlgorithmName == card.name and alg.AlgorithmVersion == card.version
     assert card.sha256 in alg.AlgorithmParameters
+    rec = json.loads((tmp_path / "o" / "dicom_export.json").read_text(encoding="utf-8"))
+    assert rec["plan"] and rec["plan"] == json.loads((tmp_path / "o" / "result.json").read_text())["params"]["plan"]
+    assert rec["source"]["kind"] == "dicom-series" and rec["models"][0]["sha256"] == card.sha256

@@ -39,6 +39,7 @@ def segment(ctx: CaseContext) -> None:
     result = seg.segment_volume(ctx.ct, model=ctx.model("segmentation"),
                                 threshold=float(ctx.params.get("threshold", 0.5)), device=ctx.params.get("device", "auto"))
     seg.write_result(result, ctx.workdir, ctx.ct)
+    ctx.segmented = True
     for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", RESULT_FILES["segmentation"]):
         ctx.outputs.add(name)
     ctx.mask = result.mask
@@ -57,7 +58,7 @@ def segment(ctx: CaseContext) -> None:
             written = export_case(ctx.ct, ctx.workdir, mask=result.mask, lesions=lesions,
                                   seg_model=ModelRef.from_card(ctx.model("segmentation").card), labels=result.labels,
                                   probability=result.probability, uncertainty=result.uncertainty,
-                                  threshold=result.threshold, kinds=("seg", "fractional"),
+                                  threshold=result.threshold, plan=result.params.get("plan"), kinds=("seg", "fractional"),
                                   on_missing_uids=str(ctx.params.get("on_missing_uids", "generate")),
                                   params={"command": "run", "step": "segment"})
             for name in written:

@@ -64,7 +64,8 @@ def export_case(ct: Volume, out_dir: str | Path, *, mask: Volume | None, lesions
                 uncertainty: Volume | None = None, predictions: dict[str, Any] | None = None,
                 threshold: float | None = None, edited: bool = False, on_missing_uids: str = "generate",
                 radiomics_features: bool = False, kinds: tuple[str, ...] = KINDS,
-                params: dict[str, Any] | None = None, existing_seg: str | Path | None = None) -> dict[str, Path]:
+                params: dict[str, Any] | None = None, existing_seg: str | Path | None = None,
+                plan: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write the case's DICOM objects (see the module doc); returns name → path.
 
     ``existing_seg``: a BINARY SEG already written for these lesions (by an earlier step) that the
@@ -128,6 +129,7 @@ def export_case(ct: Volume, out_dir: str | Path, *, mask: Volume | None, lesions
         "sr_references_seg": None if seg is None or "sr" not in kinds else str(seg.SOPInstanceUID),
         "warnings": list(src.warnings),
         **provenance(source=src.provenance(), models=[seg_model.to_dict()] + [m.to_dict() for m in pred_models],
+                     plan=plan,
                      params={"threshold": threshold, "edited": edited, "on_missing_uids": on_missing_uids,
                              "radiomics_features": radiomics_features, **(params or {})},
                      highdicom=getattr(hd, "__version__", "")),
@@ -174,4 +176,4 @@ def export_result_folder(ct: Volume, result_dir: str | Path, out_dir: str | Path
     return export_case(ct, out_dir or d, mask=mask, lesions=lesions, seg_model=model, labels=labels,
                        probability=prob, uncertainty=grid("uncertainty.nrrd"),
                        predictions=predictions, threshold=info.get("threshold"),
-                       params={"result_dir": str(d)}, **kw)
+                       params={"result_dir": str(d)}, plan=(info.get("params") or {}).get("plan"), **kw)

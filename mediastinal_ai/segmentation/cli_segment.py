@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         written = export_case(ct, paths["mask"].parent, mask=result.mask, lesions=result.lesions,
                               seg_model=ModelRef.from_card(model.card), labels=result.labels,
                               probability=result.probability, uncertainty=result.uncertainty,
-                              threshold=result.threshold, kinds=kinds,
+                              threshold=result.threshold, plan=result.params.get("plan"), kinds=kinds,
                               on_missing_uids="refuse" if args.refuse_blank_uids else "generate",
                               params={"command": "segment"})
         paths.update({f"dicom:{k}": v for k, v in written.items()})
