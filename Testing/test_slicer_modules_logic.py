@@ -495,6 +495,10 @@ def test_dicom_seg_export_of_a_ct_loaded_by_slicers_dicom_browser(scene, tmp_pat
     assert ref.SeriesInstanceUID == pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
     assert {str(r.ReferencedSOPInstanceUID) for r in ref.ReferencedInstanceSequence} <= set(uids)
     assert ds.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    # the frames sit on the right slices: i-th UID = i-th slice, as Slicer's DICOM plugin keeps it
+    from mediastinal_ai.segmentation.dicom_seg import read_dicom_seg
+
+    assert np.array_equal(read_dicom_seg(out, vol).array, mask)
     # edit it as Segment Editor would: no longer exported as AUTOMATIC
     logic.watchEdits(segmentation)
     img = slicer.vtkOrientedImageData()
@@ -931,3 +935,96 @@ def test_the_synthetic_sample_registers_with_sample_data_and_loads(scene, monkey
     assert scene.GetNodeByID(node.GetID()) is node and shown == [{"background": node, "fit": True}]
     monkeypatch.setattr(mod, "ensureDependencies", lambda features, title="", status=None: False)
     assert source["customDownloader"](types.SimpleNamespace(**source)) == []  # the user declined PyYAML
+
+
+# ------------------------------------------------------------------------------ smaller items
+class _FakeSegmentSelector:
+    """qMRMLSegmentSelectorWidget's calls the binding uses; it records every (node, ID) it showed."""
+
+    def __init__(self):
+        self.node, self.segment_id, self.shown, self.slots = None, "", [], []
+
+    def connect(self, signal, slot):
+        self.slots.append(slot)
+
+    def currentNode(self):  # noqa: N802 - Qt's names
+        return self.node
+
+    def currentSegmentID(self):  # noqa: N802
+        return self.segment_id
+
+    def setCurrentNode(self, node):  # noqa: N802
+        self.node = node
+        self.shown.append((node, self.segment_id))
+
+    def setCurrentSegmentID(self, segment_id):  # noqa: N802
+        self.segment_id = segment_id
+        self.shown.append((self.node, segment_id))
+
+    def user_picks(self, node):
+        """The user chooses another segmentation node: Qt emits currentNodeChanged."""
+        self.node = node
+        ids = list(node.GetSegmentation().GetSegmentIDs())
+        self.segment_id = ids[0] if ids else ""
+        for slot in self.slots:
+            slot(node)
+
+
+class _ParameterNodeLike:
+    """A parameter node whose every write triggers the widget's GUI update, as the real one
+    (ModifiedEvent → _updateGui → updateSelector) does."""
+
+    def __init__(self, on_modified):
+        object.__setattr__(self, "_on_modified", on_modified)
+        object.__setattr__(self, "segmentation", None)
+        object.__setattr__(self, "segmentId", "")
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        self._on_modified()
+
+
+def test_segment_selector_never_pairs_a_new_node_with_the_old_segment_id(scene):
+    _load("MediastinalAI")
+    from MediastinalAILib.segmentSelector import SegmentSelectorBinding
+
+    ct, seg_a, id_a = _body_case(scene)
+    mask = (nodes.node_to_volume(ct).array > 0).astype(np.uint8)
+    seg_b, id_b = nodes.mask_to_segment(scene, mask, ct, segment_id="other_segment")
+    assert id_a != id_b and seg_b.GetSegmentation().GetSegment(id_a) is None
+    selector = _FakeSegmentSelector()
+    holder = {}
+    p = _ParameterNodeLike(lambda: holder["binding"].updateSelector() if "binding" in holder else None)
+    holder["binding"] = SegmentSelectorBinding(selector, lambda: p)
+    p.segmentation, p.segmentId = seg_a, id_a
+    selector.shown.clear()
+    selector.user_picks(seg_b)
+    assert (p.segmentation, p.segmentId) == (seg_b, id_b)
+    stale = [(n, i) for n, i in selector.shown if n is seg_b and i == id_a]
+    assert not stale, f"a segment ID the new node does not have was pushed onto it: {stale}"
+
+
+@pytest.mark.parametrize("module", ["MediastinalAI", "MediastinalAIRadiomics"])
+def test_closing_the_scene_during_a_job_cancels_it_and_imports_nothing(scene, tmp_path, module, monkeypatch):
+    mod = _load(module)
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    (run_dir / "ct.nrrd").write_bytes(b"x")
+    cancelled, imported, statuses = [], [], []
+    runner = types.SimpleNamespace(isRunning=lambda: True, cancel=lambda: cancelled.append(True))
+    label = types.SimpleNamespace(text="")
+    w = types.SimpleNamespace(
+        _runner=runner, _parameterNode=object(), setParameterNode=lambda p: setattr(w, "_parameterNode", p),
+        _job={"kind": "segment", "task": "radiomics-features", "what": "Compute all features", "runDir": str(run_dir),
+              "context": {}},
+        _importJobResult=lambda job: imported.append(job), _updateGui=lambda: None,
+        _setStatus=statuses.append, _status=statuses.append,
+        ui=types.SimpleNamespace(progressStatusLabel=label, statusLabel=label, progressBar=types.SimpleNamespace()),
+        logic=types.SimpleNamespace(publishJob=lambda *a: imported.append(a)),
+    )
+    widget = getattr(mod, f"{module}Widget")
+    widget.onSceneStartClose(w, None, None)
+    assert cancelled == [True] and w._parameterNode is None
+    widget.onJobFinished(w, False, mod.CANCELLED)
+    assert imported == [] and not run_dir.exists() and w._job is None
+    assert "scene was closed" in (label.text + " ".join(statuses))
