@@ -128,3 +128,31 @@ def test_train_seg_cli_prints_the_note_before_training(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "GPU-scale" in err and "segmentation_paper" in err
     assert isinstance(called["progress"], TerminalProgress)
+
+
+def test_train_seg_reports_every_batch_and_validation(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    import numpy as np
+
+    from mediastinal_ai.segmentation.train import PreparedCase, train
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(2):
+        img = rng.normal(0.3, 0.05, (12, 40, 40)).astype(np.float32)
+        m = np.zeros(img.shape, np.uint8)
+        m[3:9, 10:22, 12:24] = 1
+        cases.append(PreparedCase(f"c{i}", np.clip(img + 0.4 * m, 0, 1).astype(np.float32), m))
+    tiny = {"plan": {"target_spacing_xyz": [2.5, 2.5, 5.0], "hu_window": [-200, 300], "patch_size_zyx": [8, 32, 32],
+                     "features": [4, 8, 16, 32]},
+            "training": {"epochs": 2, "iterations_per_epoch": 3, "batch_size": 2, "validation_every": 1}}
+    seen: list[tuple[float, str]] = []
+    train("hand-made", tmp_path, tiny, device="cpu", prepared={"train": cases[:1], "val": cases[1:], "test": []},
+          progress=lambda f, m: seen.append((f, m)))
+    msgs = [m for _, m in seen]
+    assert [m for m in msgs if "batch" in m] == [f"epoch {e}/2 batch {b}/3" for e in (1, 2) for b in (1, 2, 3)]
+    assert sum("validating" in m for m in msgs) == 2
+    assert sum(m.startswith("epoch") and "loss" in m for m in msgs) == 2
+    fr = [f for f, _ in seen]
+    assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0)

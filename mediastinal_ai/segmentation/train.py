@@ -202,7 +202,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     net.train()
     for epoch in range(start_epoch, epochs):
         losses = []
-        for _ in range(iters):
+        for it in range(iters):
             check(cancel)
             batch = [random_patch(data["train"][rng.integers(len(data["train"]))], plan.patch_size_zyx, rng,
                                   float(tcfg.get("foreground_fraction", 0.67)), float(tcfg.get("rotation_deg", 10)),
@@ -217,8 +217,12 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             scaler.step(opt)
             scaler.update()
             losses.append(float(loss.item()))
+            report(progress, 0.1 + 0.9 * (epoch + (it + 1) / (iters + 1)) / epochs,
+                   f"epoch {epoch + 1}/{epochs} batch {it + 1}/{iters}")
         row: dict[str, Any] = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": ""}
         if (epoch + 1) % val_every == 0 or epoch == epochs - 1:
+            report(progress, 0.1 + 0.9 * (epoch + iters / (iters + 1)) / epochs,
+                   f"epoch {epoch + 1}/{epochs} validating on {len(data['val'])} case(s)")
             vd = _validate(net, plan, data["val"], dev)
             row["val_dice"] = round(vd, 4)
             if vd > best:
