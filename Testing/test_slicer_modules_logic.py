@@ -1028,3 +1028,56 @@ def test_closing_the_scene_during_a_job_cancels_it_and_imports_nothing(scene, tm
     widget.onJobFinished(w, False, mod.CANCELLED)
     assert imported == [] and not run_dir.exists() and w._job is None
     assert "scene was closed" in (label.text + " ".join(statuses))
+
+
+# ------------------------------------------------------------------------------ living beside other extensions
+def _radiomics_copy(root: Path, version: str, distribution: str | None) -> Path:
+    pkg = root / "radiomics"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    if distribution:  # installed by pip: a dist-info that lists the package's files
+        info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+        (info / "RECORD").write_text("radiomics/__init__.py,,\n")
+    return root
+
+
+def test_which_radiomics_copy_is_used_is_said_and_the_others_listed(tmp_path):
+    """pyradiomics-bhklab and SlicerRadiomics' bundled copy both provide `radiomics`: the first on
+    sys.path wins; the note names it and the shadowed ones."""
+    from mediastinal_ai.mrml import dependencies as deps
+
+    ours = _radiomics_copy(tmp_path / "site", "3.1.4", "pyradiomics-bhklab")
+    slicer_radiomics = _radiomics_copy(tmp_path / "SlicerRadiomics", "3.0.1", None)
+    copies = deps.radiomics_copies([str(slicer_radiomics), str(ours), str(slicer_radiomics)])
+    assert [(c["distribution"], c["version"]) for c in copies] == [
+        ("unknown (no package metadata)", "3.0.1"), ("pyradiomics-bhklab", "3.1.4")]
+    assert [c["path"] for c in copies] == [str(slicer_radiomics / "radiomics"), str(ours / "radiomics")]
+
+
+def test_radiomics_version_mismatch_with_the_models_card_is_flagged(monkeypatch):
+    from mediastinal_ai.mrml import dependencies as deps
+    from mediastinal_ai.mrml import worker
+
+    monkeypatch.setattr(deps, "radiomics_version", lambda: ("pyradiomics-bhklab", "3.1.4"))
+    assert worker.radiomics_warnings({"pyradiomics-bhklab": "3.1.4"}) == []
+    (minor,) = worker.radiomics_warnings({"pyradiomics-bhklab": "3.0.0"})
+    assert "same major version" in minor
+    (major,) = worker.radiomics_warnings({"pyradiomics": "2.2.0"})
+    assert "NOT comparable" in major and "pyradiomics 2.2.0" in major
+    assert worker.radiomics_warnings(None) == []
+
+
+def test_in_process_radiomics_prediction_warns_like_the_child_process(scene, monkeypatch):
+    """Scripts and the self-test use the in-process path: it flags a radiomics the model was not
+    trained with, as the GUI's worker does."""
+    pytest.importorskip("radiomics", reason="pyradiomics is not installed")
+    from mediastinal_ai.mrml import dependencies as deps
+    from mediastinal_ai.mrml import radiomics as mrml_radiomics
+
+    ct, segmentation, segment_id = _body_case(scene)
+    monkeypatch.setattr(deps, "radiomics_version", lambda: ("pyradiomics", "9.0.0"))
+    table, result = mrml_radiomics.predict_risk(scene, ct, segmentation, segment_id)
+    assert any("NOT comparable" in w for w in result["warnings"]), result["warnings"]
+    assert json.loads(table.GetAttribute("MediastinalAI.radiomicsResult"))["warnings"] == result["warnings"]

@@ -46,11 +46,18 @@ def predict_risk(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node
     and segment refills the same table. ``model`` is a model name, card path, loaded
     :class:`~mediastinal_ai.radiomics.RadiomicsModel`, or ``None`` for the default demo model.
     """
+    from ..radiomics.model_io import RadiomicsModel, load_model
     from ..radiomics.predict import predict_risk as core_predict
+    from .worker import radiomics_warnings
 
     ct, mask = _inputs(volume_node, segmentation_node, segment_id)
-    result = core_predict(ct, mask, model=model or None, progress=progress,
+    m = model if isinstance(model, RadiomicsModel) else load_model(model or None)
+    result = core_predict(ct, mask, model=m, progress=progress,
                           source=f"segment {segment_id!r} of {segmentation_node.GetName()!r}")
+    # as the GUI's child process does: say when the installed radiomics is not the card's
+    warnings = radiomics_warnings((m.card.extra or {}).get("packages"))
+    if warnings:
+        result["warnings"] = [*result.get("warnings", []), *warnings]
     return publish_risk(scene, volume_node, segmentation_node, segment_id, result)
 
 
