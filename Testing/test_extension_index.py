@@ -99,3 +99,50 @@ def test_module_icons_are_128_pixel_pngs_listed_in_cmake():
         assert data[:8] == PNG
         width, height = struct.unpack(">II", data[16:24])  # IHDR
         assert (width, height) == (128, 128), icon
+
+
+# ------------------------------------------------------------------------------ translation
+_UI_CALLS = {"errorDisplay", "confirmOkCancelDisplay", "infoDisplay", "warningDisplay", "_status", "_setStatus",
+             "QLabel", "setText", "appendPlainText"}
+
+
+def _literal_words(node) -> str:
+    """The literal text of a str / f-string / concatenation, HTML tags removed ('' if none)."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value
+    elif isinstance(node, ast.JoinedStr):
+        text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+    elif isinstance(node, ast.BinOp):
+        text = _literal_words(node.left) + " " + _literal_words(node.right)
+    else:
+        return ""
+    return re.sub(r"<[^>]*>|&#?\w+;", "", text)
+
+
+@pytest.mark.parametrize("path", ["MediastinalAI/MediastinalAI.py", "MediastinalAIRadiomics/MediastinalAIRadiomics.py",
+                                  *sorted(p.relative_to(REPO).as_posix()
+                                          for p in (REPO / "MediastinalAI" / "MediastinalAILib").glob("*.py"))])
+def test_user_visible_strings_go_through_slicer_i18n(path):
+    """Every literal word the GUI shows (dialogs, status lines, labels) is wrapped in ``_()``
+    (``slicer.i18n.tr``), as the peer extensions do; self-test messages (delayDisplay) are
+    developer output and, as in Slicer's own module tests, not translated."""
+    import ast
+
+    tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+    bare = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in _UI_CALLS:
+                for arg in [*node.args, *(k.value for k in node.keywords if k.arg in ("windowTitle", "text"))]:
+                    if re.search(r"[A-Za-z]{2,}", _literal_words(arg)):
+                        bare.append((node.lineno, name, _literal_words(arg)[:60]))
+        elif (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)
+              and node.targets[0].attr == "text" and re.search(r"[A-Za-z]{2,}", _literal_words(node.value))):
+            bare.append((node.lineno, ".text =", _literal_words(node.value)[:60]))
+    assert not bare, f"untranslated user-visible strings in {path}: {bare}"
+    source = (REPO / path).read_text(encoding="utf-8")
+    if "_(" in source:  # files that show text take _ from slicer.i18n (a fallback only without it)
+        assert "from slicer.i18n import tr as _" in source
