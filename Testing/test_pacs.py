@@ -420,3 +420,21 @@ def test_segment_cli_dicom_sr_writes_seg_fractional_seg_and_sr(tmp_path, monkeyp
     rec = json.loads((tmp_path / "o" / "dicom_export.json").read_text(encoding="utf-8"))
     assert rec["plan"] and rec["plan"] == json.loads((tmp_path / "o" / "result.json").read_text())["params"]["plan"]
     assert rec["source"]["kind"] == "dicom-series" and rec["models"][0]["sha256"] == card.sha256
+
+
+@pytest.mark.real_ct
+def test_source_provenance_names_the_series_or_the_file_sha256(real_ct_dir):
+    import hashlib
+
+    from mediastinal_ai.fileio import provenance, source_provenance
+    from mediastinal_ai.io import read_ct
+
+    ct = read_ct(real_ct_dir / "lidc-contrast-slabs" / "LIDC-IDRI-0003")
+    s = source_provenance(ct)
+    assert s["kind"] == "dicom-series" and s["series_instance_uid"].startswith("1.3.6.1.4.1.14519")
+    assert s["n_files"] == len(ct.metadata["dicom_files"])
+    f = real_ct_dir / "mediastinum_crop_ct.nii.gz"
+    s = source_provenance(read_ct(f))
+    assert s == {"kind": "file", "path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+    p = provenance(source=s)
+    assert p["schema"] == "mediastinal-ai-provenance/1" and p["package_version"] and p["source"] is s

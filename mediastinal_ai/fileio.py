@@ -102,3 +102,17 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         **extra,
     }
+
+
+def source_provenance(volume: Any = None, path: str | Path | None = None) -> dict[str, Any]:
+    """Where an output's input came from, in the shared schema (docs/provenance.md): a DICOM
+    series by its SeriesInstanceUID (and study, file count), an image file by path and sha256."""
+    meta = getattr(volume, "metadata", None) or {}
+    if meta.get("dicom_files"):
+        return {"kind": "dicom-series", "series_instance_uid": meta.get("series_instance_uid", ""),
+                "study_instance_uid": meta.get("study_instance_uid", ""), "n_files": len(meta["dicom_files"]),
+                "path": str(meta.get("source", path or ""))}
+    p = Path(path or meta.get("source") or "")
+    if str(p) and p.is_file():
+        return {"kind": "file", "path": str(p), "sha256": sha256_file(p)}
+    return {"kind": "unknown", "path": str(p) if str(p) not in ("", ".") else ""}

@@ -44,7 +44,7 @@ def overlay_png(ct: Any, mask: Any, heat: Any, k: int, path: Path, title: str = 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fileio import atomic_write_json, provenance
+    from ..fileio import atomic_write_json, provenance, source_provenance
     from ..io import read_ct, read_mask, write_image
     from ..models import resolve
     from ..segmentation.model_io import pick_device
@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
                 f"P(high risk) = {result['probability_high_risk']:.2f} ({result['group']}), slice {k}")
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["outputs"] = {"gradcam": "gradcam.nrrd", "overlay": "gradcam.png"}
-    result["provenance"] = provenance(model=model.card.name, model_sha256=model.card.sha256)
+    result["provenance"] = provenance(model=model.card.name, model_sha256=model.card.sha256,
+                                      model_version=model.card.version, source=source_provenance(ct, args.ct),
+                                      mask=source_provenance(path=args.mask))
     from ..case_files import result_name
 
     atomic_write_json(out / result_name("risk-cnn"), result)

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fileio import atomic_write_json, provenance
+    from ..fileio import atomic_write_json, provenance, source_provenance
     from ..io import read_ct, read_mask
     from ..nn_common import pick_device
     from .predict import predict_fusion
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
                             device=pick_device(args.device))
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["provenance"] = provenance(model=result["fusion"]["model_name"],
-                                      model_sha256=result["fusion"]["model_sha256"])
+                                      model_sha256=result["fusion"]["model_sha256"],
+                                      source=source_provenance(ct, args.ct), mask=source_provenance(path=args.mask),
+                                      params={"ctc": args.ctc, "age": args.age, "sex": args.sex, "site": args.site})
     from ..case_files import result_path
 
     out = result_path(args.out, "fusion")

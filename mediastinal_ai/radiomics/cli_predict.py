@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..case_files import result_path
-    from ..fileio import atomic_write_json
+    from ..fileio import atomic_write_json, source_provenance
     from ..io import read_ct, read_mask
     from .predict import predict_risk
 
@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
     mask = read_mask(args.mask, reference=ct, label=args.label)
     result = predict_risk(ct, mask, model=args.model, source=args.mask)
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
+    result.setdefault("provenance", {}).update(source=source_provenance(ct, args.ct),
+                                               mask=source_provenance(path=args.mask),
+                                               model_version=result["model"].get("version"))
     out = result_path(args.out, "risk-radiomics")
     atomic_write_json(out, result)
     print(f"P(high risk) = {result['probability_high_risk']:.3f} → {result['group']} risk "
