@@ -438,3 +438,20 @@ def test_source_provenance_names_the_series_or_the_file_sha256(real_ct_dir):
     assert s == {"kind": "file", "path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
     p = provenance(source=s)
     assert p["schema"] == "mediastinal-ai-provenance/1" and p["package_version"] and p["source"] is s
+
+
+def test_nrrd_and_nifti_headers_record_the_writing_software(tmp_path):
+    import SimpleITK as sitk
+
+    from mediastinal_ai import __version__
+    from mediastinal_ai.io import read_image, write_image
+    from mediastinal_ai.io.images import META_KEY
+    from mediastinal_ai.volume import Volume
+
+    v = Volume(np.zeros((4, 5, 6), np.uint8), units="label", metadata={"case_id": "c1"})
+    write_image(v, tmp_path / "m.nrrd")
+    img = sitk.ReadImage(str(tmp_path / "m.nrrd"))
+    meta = json.loads(img.GetMetaData(META_KEY))
+    assert meta["written_by"] == {"schema": "mediastinal-ai-provenance/1",
+                                  "produced_by": f"mediastinal-ai {__version__}", "package_version": __version__}
+    assert "written_by" not in read_image(tmp_path / "m.nrrd").metadata  # not carried into derived files

@@ -301,6 +301,7 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
         try:
             stored = json.loads(keys[META_KEY])
             if isinstance(stored, dict):
+                stored.pop("written_by", None)  # describes that file, not the volume: not carried on
                 meta.update(stored)
         except json.JSONDecodeError:
             log.warning("%s: unreadable %s header field ignored", p, META_KEY)
@@ -576,6 +577,13 @@ def write_image_file(vol: Volume, path: str | Path, compress: bool = True) -> Pa
     img = vol.with_array(arr).to_sitk()
     meta = {k: v for k, v in vol.metadata.items() if k not in ("dicom_files",)}
     meta["units"] = vol.units
+    from .. import __version__
+    from ..fileio import PROVENANCE_SCHEMA
+
+    # which software wrote this file (the shared provenance schema, docs/provenance.md); the model
+    # and parameters are in the result JSON written beside it
+    meta["written_by"] = {"schema": PROVENANCE_SCHEMA, "produced_by": f"mediastinal-ai {__version__}",
+                          "package_version": __version__}
     try:
         img.SetMetaData(META_KEY, json.dumps(meta, default=str))
     except (TypeError, ValueError):
