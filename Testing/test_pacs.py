@@ -455,3 +455,48 @@ def test_nrrd_and_nifti_headers_record_the_writing_software(tmp_path):
     assert meta["written_by"] == {"schema": "mediastinal-ai-provenance/1",
                                   "produced_by": f"mediastinal-ai {__version__}", "package_version": __version__}
     assert "written_by" not in read_image(tmp_path / "m.nrrd").metadata  # not carried into derived files
+
+
+@pytest.mark.real_ct
+def test_batch_dicom_sr_step_puts_the_case_predictions_in_the_sr(real_ct_dir, tmp_path, dciodvfy):
+    """The dicom-sr step on a case folder as segment + radiomics/cnn/fusion leave it (the
+    prediction JSONs shaped as those steps write them): the SR holds every prediction and
+    references the segment step's SEG, which is not rewritten."""
+    import pydicom
+
+    from mediastinal_ai.batch.discover import CaseSpec
+    from mediastinal_ai.batch.steps import CaseContext
+    from mediastinal_ai.batch.task_steps import dicom_sr
+    from mediastinal_ai.io import read_ct
+    from mediastinal_ai.pacs import ModelRef
+    from mediastinal_ai.pacs.export import export_case
+    from mediastinal_ai.segmentation.inference import SegmentationResult, write_result
+
+    series = real_ct_dir / "lung-pet-ct-dx" / "Lung_Dx-A0002_s3"
+    ct = read_ct(series)
+    m, labels, lesions, prob = _case(ct, [(12, 16, 180, 230, 230, 290)])
+    work = tmp_path / "case"
+    label = "demo-seg-unet3d v0.3.0 sha256:aaaaaaaaaaaa (demo — not for clinical use)"
+    write_result(SegmentationResult(prob, ct.with_array(m, units="label"), labels, lesions, 0.5, label, "a" * 64),
+                 work, ct)
+    export_case(ct, work, mask=ct.with_array(m), lesions=lesions, seg_model=ModelRef.from_label(label, "a" * 64),
+                labels=labels, probability=prob, threshold=0.5, kinds=("seg", "fractional"))
+    seg_uid = pydicom.dcmread(work / "segmentation.dcm", stop_before_pixels=True).SOPInstanceUID
+    preds = _predictions()
+    for key, name in (("radiomics", "radiomics_result.json"), ("cnn", "cnn_result.json"),
+                      ("fusion", "fusion_result.json")):
+        (work / name).write_text(json.dumps(preds[key]), encoding="utf-8")
+    ctx = CaseContext(spec=CaseSpec("case", str(series)), workdir=work, params={})
+    ctx._ct = ct
+    dicom_sr(ctx)
+    assert ctx.results["dicom_sr"] == "measurements_sr.dcm" and "measurements_sr.dcm" in ctx.outputs
+    dciodvfy(work / "measurements_sr.dcm")
+    assert pydicom.dcmread(work / "segmentation.dcm", stop_before_pixels=True).SOPInstanceUID == seg_uid
+    items = _sr_items(pydicom.dcmread(work / "measurements_sr.dcm"))
+    refs = {str(r.ReferencedSOPInstanceUID) for it in items if it.ValueType == "IMAGE" for r in it.ReferencedSOPSequence}
+    assert str(seg_uid) in refs
+    ids = [str(it.TextValue) for it in items if it.ValueType == "TEXT"
+           and it.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier"]
+    assert ids == ["lesion 1", "segmentation summary", "WHO risk (radiomics)", "WHO risk (CNN)", "CT+CTC fusion"]
+    rec = json.loads((work / "dicom_export.json").read_text(encoding="utf-8"))
+    assert set(rec["files"]) == {"segmentation.dcm", "probability_seg.dcm", "measurements_sr.dcm"}
