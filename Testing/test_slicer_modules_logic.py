@@ -43,6 +43,9 @@ def _stub_modules() -> dict[str, types.ModuleType]:
 
     class _Base:
         def __init__(self, *args, **kwargs):
+            self.parent = args[0] if args else kwargs.get("parent")
+
+        def setup(self):
             pass
 
         def getParameterNode(self):  # noqa: N802 - Slicer's name
@@ -1081,3 +1084,51 @@ def test_in_process_radiomics_prediction_warns_like_the_child_process(scene, mon
     table, result = mrml_radiomics.predict_risk(scene, ct, segmentation, segment_id)
     assert any("NOT comparable" in w for w in result["warnings"]), result["warnings"]
     assert json.loads(table.GetAttribute("MediastinalAI.radiomicsResult"))["warnings"] == result["warnings"]
+
+
+# ------------------------------------------------------------------------------ defect 10: Slicer >= 5.10
+class _FakeLayout:
+    def __init__(self):
+        self.widgets = []
+
+    def addWidget(self, w):  # noqa: N802 - Qt's name
+        self.widgets.append(w)
+
+    def addStretch(self, n):  # noqa: N802
+        pass
+
+
+class _FakeQLabel:
+    def __init__(self, text):
+        self.text, self.wordWrap = text, False
+
+
+@pytest.mark.parametrize(("version", "refused"), [((5, 8), True), ((5, 9), True), ((5, 10), False), ((5, 12), False),
+                                                  ((6, 0), False)])
+@pytest.mark.parametrize("module", ["MediastinalAI", "MediastinalAIRadiomics"])
+def test_older_slicer_is_refused_with_a_message_instead_of_the_gui(scene, monkeypatch, module, version, refused):
+    from mediastinal_ai.mrml import dependencies as deps
+
+    mod = _load(module)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=version[0], minorVersion=version[1],
+                                                             connect=lambda *a: None), raising=False)
+    monkeypatch.setattr(mod.qt, "QLabel", _FakeQLabel, raising=False)
+    loaded = []
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: loaded.append(path) or (_ for _ in ()).throw(
+        RuntimeError("stop after loadUI")), raising=False)
+    w = types.SimpleNamespace(layout=_FakeLayout(), resourcePath=lambda p: p)
+    widget = getattr(mod, f"{module}Widget")
+    if refused:
+        widget.setup(w)
+        (label,) = w.layout.widgets
+        assert "needs 3D Slicer 5.10 or later" in label.text and f"Slicer {version[0]}.{version[1]}" in label.text
+        assert loaded == []  # the GUI (and its first-click failures) never appears
+    else:
+        with pytest.raises(RuntimeError, match="stop after loadUI"):
+            widget.setup(w)
+        assert loaded and w.layout.widgets == []
+    assert bool(deps.slicer_version_problem(*version)) == refused
+    help_text = getattr(mod, module)(types.SimpleNamespace()).parent.helpText
+    assert "Slicer 5.10 or later" in help_text
+    if module == "MediastinalAI":  # the module's help starts with the refusal too
+        assert help_text.startswith("MediastinalAI needs 3D Slicer 5.10") == refused
