@@ -500,3 +500,20 @@ def test_batch_dicom_sr_step_puts_the_case_predictions_in_the_sr(real_ct_dir, tm
     assert ids == ["lesion 1", "segmentation summary", "WHO risk (radiomics)", "WHO risk (CNN)", "CT+CTC fusion"]
     rec = json.loads((work / "dicom_export.json").read_text(encoding="utf-8"))
     assert set(rec["files"]) == {"segmentation.dcm", "probability_seg.dcm", "measurements_sr.dcm"}
+
+
+@pytest.mark.real_ct
+def test_segment_refuse_blank_uids_stops_before_inference(real_ct_dir, tmp_path, capsys, monkeypatch):
+    import mediastinal_ai.segmentation as segpkg
+    from mediastinal_ai import cli
+
+    def never(*a, **k):
+        raise AssertionError("inference must not start")
+
+    monkeypatch.setattr(segpkg, "segment_volume", never)
+    monkeypatch.setattr(segpkg, "load_model", never)
+    rc = cli.main(["segment", "--input", str(real_ct_dir / "abdomen_ct_dicom_series"), "--out", str(tmp_path / "o"),
+                   "--dicom-sr", "--refuse-blank-uids"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "blank SeriesInstanceUID, StudyInstanceUID" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
