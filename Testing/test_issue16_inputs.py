@@ -229,3 +229,29 @@ def test_extract_cohort_library_refuses_path_like_ids(tmp_path):
     with pytest.raises(InputError, match="not a plain name"):
         extract_cohort(m, out, workers=0)
     assert not list(tmp_path.rglob("escaped*"))
+
+
+# ----------------------------------------------------------------------------- permission problems
+def test_permission_problem_is_named_not_called_corrupt(tmp_path, monkeypatch):
+    """As root (CI containers) chmod does not bite, so the OS answer is simulated: both where the
+    reader asks (os.access) and where the NIfTI check opens the file (PermissionError)."""
+    import gzip
+
+    from mediastinal_ai.io import read_ct
+
+    ct = _ct_file(tmp_path)  # .nii.gz
+    real_access, real_gzip_open = os.access, gzip.open
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(ct) else real_access(p, mode))
+    with pytest.raises(InputError, match="permission denied"):
+        read_ct(ct)
+    monkeypatch.setattr(os, "access", real_access)
+
+    def denied(p, *a, **k):
+        if str(p) == str(ct):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_gzip_open(p, *a, **k)
+
+    monkeypatch.setattr(gzip, "open", denied)
+    with pytest.raises(InputError, match="permission denied") as e:
+        read_ct(ct)
+    assert "corrupt" not in str(e.value)
