@@ -101,7 +101,7 @@ def quiet_highdicom() -> None:
 
 
 def prepare_sources(ct: Volume, on_missing_uids: str = "generate") -> SourceSeries:
-    """Read the CT's DICOM files (headers and pixels; highdicom needs both for a SEG) and fix what
+    """Read the CT's DICOM headers (no pixel data: highdicom needs only the headers) and fix what
     anonymisers break: SOP class/instance from the file meta, blank study/series/instance UIDs
     (generated or refused, see the module doc), missing type 2 patient/study attributes."""
     import pydicom
@@ -118,7 +118,7 @@ def prepare_sources(ct: Volume, on_missing_uids: str = "generate") -> SourceSeri
 
     shas = [sha256_file(f) for f in files]
     fingerprint = hashlib.sha256("".join(shas).encode()).hexdigest()
-    datasets = [pydicom.dcmread(f) for f in files]
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # highdicom needs headers only
     generated: set[str] = set()
     for k, ds in enumerate(datasets):
         meta = getattr(ds, "file_meta", None)
