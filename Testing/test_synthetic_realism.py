@@ -44,7 +44,7 @@ def noise_sd_and_correlation(a: np.ndarray, region: np.ndarray, w: int = 5) -> t
 
 def test_tissue_hu_in_expected_ranges():
     ranges = {"fat": (-130, -70), "mediastinal_fat": (-130, -60), "muscle": (20, 80), "lung": (-880, -740),
-              "bone_cortical": (600, 1200), "bone_cancellous": (150, 350), "heart_muscle": (80, 140),
+              "bone_cortical": (350, 1200), "bone_cancellous": (150, 350), "heart_muscle": (80, 140),
               "blood": (140, 260), "aorta": (140, 260), "air": (-1010, -990), "effusion": (0, 25),
               "liver": (80, 130), "airway": (-1010, -800), "esophagus": (10, 70)}
     seen = set()
@@ -227,3 +227,113 @@ def test_edited_yaml_errors_name_the_file_and_entry():
         with pytest.raises(InputError, match=expected) as e:
             _check_params(P)
         assert str(PARAMS_FILE) in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real vs synthetic, measured with the same code (mediastinal_ai.synthetic.realism): per-tissue HU
+# distributions (1-Wasserstein distance) and the noise power spectrum, non-contrast against the
+# real Lung-PET-CT-Dx series and venous phase against the real LIDC contrast slabs. Both sides on
+# the generator's default grid (128² over 350 mm, 2.73 mm pixels), the real CT resampled as the
+# segmentation resamples it. Thresholds sit between the v3 generator's figures and the v2
+# generator's (docs/synthetic.md, benchmarks/README.md): a return to the old gaps fails.
+
+COARSE_PX = 350.0 / 128
+
+
+def _real_series(real_ct_dir, rel):
+    p = real_ct_dir / rel
+    if not p.exists():
+        pytest.skip(f"real CT series {rel} not found under {real_ct_dir} (see its README)")
+    from mediastinal_ai.io import read_ct
+
+    return read_ct(p)
+
+
+@pytest.fixture(scope="module")
+def realism():
+    from mediastinal_ai.synthetic import realism as R
+
+    return R
+
+
+def _synthetic_figures(R, seed, thickness, phase, overrides=None):
+    with R.generator_parameters(overrides or {}):
+        c = generate_case(seed, "thymoma_B2", inplane_size=128, slice_thickness_mm=thickness, contrast_phase=phase)
+    return R.measure(c.ct, f"synthetic {phase} seed {seed}")
+
+
+def _report(d, real, syn):
+    w = {t: d["tissues"][t]["wasserstein_hu"] for t in d["tissues"]}
+    print(f"{real.name}: W1 {w}; NPS SD real {real.nps['sd_hu']} syn {syn.nps['sd_hu']}, "
+          f"shape L1 {d['nps']['shape_l1']}, medians real/syn "
+          + ", ".join(f"{t} {real.tissues[t].get('median')}/{syn.tissues[t].get('median')}" for t in d["tissues"]))
+    return w
+
+
+NONCONTRAST_MAX_W1 = {"lung": 65.0, "fat": 20.0, "soft_tissue": 25.0, "mediastinum": 40.0, "bone": 110.0}
+
+
+@pytest.mark.parametrize("rel", ["lung-pet-ct-dx/Lung_Dx-A0001_s2", "lung-pet-ct-dx/Lung_Dx-A0002_s4"])
+def test_non_contrast_phantom_matches_real_chest_ct(real_ct_dir, realism, rel):
+    """Soft-kernel real series (A0001 was used to choose the parameters, A0002 is held out)."""
+    real_ct = _real_series(real_ct_dir, rel)
+    real = realism.measure(realism.resampled(real_ct, COARSE_PX), rel)
+    syn = _synthetic_figures(realism, 3, real_ct.spacing_xyz[2], "non_contrast")
+    d = realism.compare(real, syn)
+    w = _report(d, real, syn)
+    for t, lim in NONCONTRAST_MAX_W1.items():
+        assert w[t] <= lim, (rel, t, w[t], lim)
+    assert abs(d["tissues"]["lung"]["median_diff_hu"]) <= 40
+    assert abs(d["tissues"]["mediastinum"]["median_diff_hu"]) <= 25  # unenhanced blood ≈ 40 HU
+    assert real.nps["n_rois"] >= 20 and syn.nps["n_rois"] >= 20
+    assert d["nps"]["shape_l1"] <= 0.45 and 0.5 <= d["nps"]["sd_ratio"] <= 2.0, d["nps"]
+    assert syn.geometry["contrast_detected"] is False  # the anatomy step reads the phantom as unenhanced
+
+
+def test_sharp_kernel_option_matches_real_sharp_kernel_noise(real_ct_dir, realism):
+    """A0001_s1 (Philips 'L', an edge-enhancing kernel: ~55 HU noise, NPS peak ~0.42 /mm at its own
+    sampling): the default soft-kernel noise is far from it; the opt-in sharp kernel is close."""
+    rel = "lung-pet-ct-dx/Lung_Dx-A0001_s1"
+    real_ct = _real_series(real_ct_dir, rel)
+    real = realism.measure(realism.resampled(real_ct, COARSE_PX), rel)
+    soft = realism.compare(real, _synthetic_figures(realism, 3, 5.0, "non_contrast"))["nps"]
+    sharp_p = dict(appearance_params()["noise"]["sharp_kernel"], p=1.0)
+    sharp_fig = _synthetic_figures(realism, 3, 5.0, "non_contrast", {"noise": {"sharp_kernel": sharp_p}})
+    sharp = realism.compare(real, sharp_fig)
+    _report(sharp, real, sharp_fig)
+    print(f"soft default: {soft}; sharp option: {sharp['nps']}")
+    assert sharp["nps"]["shape_l1"] <= 0.2 and 0.6 <= sharp["nps"]["sd_ratio"] <= 1.6, sharp["nps"]
+    assert soft["shape_l1"] > sharp["nps"]["shape_l1"] + 0.15 and soft["sd_ratio"] < 0.7
+    assert sharp["tissues"]["fat"]["wasserstein_hu"] <= 10
+
+
+@pytest.mark.parametrize("rel", ["lidc-contrast-slabs/LIDC-IDRI-0001", "lidc-contrast-slabs/LIDC-IDRI-0003"])
+def test_venous_phantom_against_real_contrast_slabs(real_ct_dir, realism, rel):
+    """Venous-phase phantom vs the real IV-contrast slabs (LIDC-IDRI-0001 was used for tuning). The
+    slabs' blood pool (~250-320 HU) is brighter than a portal-venous phase (~170 HU): the mediastinum
+    is checked to be enhanced but not brighter than the slab, the other tissues by distance."""
+    real_ct = _real_series(real_ct_dir, rel)
+    real = realism.measure(realism.resampled(real_ct, COARSE_PX), rel)
+    syn = _synthetic_figures(realism, 3, real_ct.spacing_xyz[2], "venous")
+    d = realism.compare(real, syn)
+    w = _report(d, real, syn)
+    for t, lim in {"lung": 50.0, "fat": 15.0, "soft_tissue": 20.0, "bone": 130.0}.items():
+        assert w[t] <= lim, (rel, t, w[t], lim)
+    # the slabs (27-40 mm of chest) rarely hold a flat 44 mm soft-tissue square on the 2.7 mm grid:
+    # their noise is compared where they do (the NPS checks proper run on the full chest CTs above)
+    if real.nps["n_rois"] >= 20:
+        assert d["nps"]["shape_l1"] <= 0.45 and 0.5 <= d["nps"]["sd_ratio"] <= 2.0, d["nps"]
+    med_syn, med_real = syn.tissues["mediastinum"]["median"], real.tissues["mediastinum"]["median"]
+    assert 100 <= med_syn <= med_real + 30, (med_syn, med_real)
+    assert real.geometry["contrast_detected"] and syn.geometry["contrast_detected"]
+
+
+def test_realism_measure_tells_phases_and_kernels_apart(realism):
+    """The measure itself (no real CT needed): a non-contrast and a venous phantom of the same seed
+    differ in the mediastinum, not in lung or fat."""
+    nc = _synthetic_figures(realism, 7, 5.0, "non_contrast")
+    ve = _synthetic_figures(realism, 7, 5.0, "venous")
+    d = realism.compare(nc, ve)
+    assert d["tissues"]["mediastinum"]["wasserstein_hu"] > 60
+    assert d["tissues"]["lung"]["wasserstein_hu"] < 5 and d["tissues"]["fat"]["wasserstein_hu"] < 5
+    assert nc.nps["n_rois"] >= 20 and all(nc.tissues[t]["n"] > 1000 for t in realism.TISSUE_DEFS)

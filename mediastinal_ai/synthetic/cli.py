@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", nargs="*", default=None, help="restrict to these lesion classes (taxonomy names)")
     p.add_argument("--tet-only", action="store_true",
                    help="only thymic epithelial tumors with a WHO risk group (A, AB, B1, B2, B3, thymic carcinoma)")
-    p.add_argument("--contrast-phase", choices=("venous", "arterial"), default="venous",
+    p.add_argument("--contrast-phase", choices=("venous", "arterial", "non_contrast"), default="venous",
                    help="contrast phase of the vessels and heart (default venous)")
 
 

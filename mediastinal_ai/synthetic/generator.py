@@ -36,9 +36,9 @@ from ..volume import Volume
 FOV_MM = 350.0
 Z_EXTENT_MM = 200.0
 FINE_DZ_MM = 1.25  # the anatomy is drawn on slices at most this thick
-GENERATOR_VERSION = "mediastinal_ai.synthetic v2"
+GENERATOR_VERSION = "mediastinal_ai.synthetic v3"
 PARAMS_FILE = Path(__file__).with_name("lesion_appearance.yaml")
-CONTRAST_PHASES = ("venous", "arterial")
+CONTRAST_PHASES = ("venous", "arterial", "non_contrast")
 
 # Tissue labels of the label map (SyntheticCase.tissues), for tests and for HU statistics.
 TISSUES = {"air": 0, "fat": 1, "muscle": 2, "lung": 3, "bone_cortical": 4, "bone_cancellous": 5,
@@ -152,6 +152,36 @@ def _coarse_field(rng: np.random.Generator, shape: tuple[int, int, int], factor:
     return f
 
 
+def _sharp_noise(rng: np.random.Generator, shape: tuple[int, int, int], px: float, peak: float,
+                 recon_px: float) -> np.ndarray:
+    """Unit-SD noise of a sharp (edge-enhancing) reconstruction kernel, NPS ∝ (f/peak)² exp(1 − (f/peak)²),
+    made on a reconstruction grid of at most ``recon_px`` mm and, for a coarser output pixel ``px``,
+    resampled linearly onto it as the segmentation resamples a real CT (which lowers the SD, as there).
+    """
+    nz, ny, nx = shape
+    k = max(1.0, px / recon_px)
+    fy_n, fx_n = (ny, nx) if k == 1.0 else (int(np.ceil(ny * k)), int(np.ceil(nx * k)))
+    rpx = px * ny / fy_n
+    fy = np.fft.fftfreq(fy_n, d=rpx)[:, None]
+    fx = np.fft.rfftfreq(fx_n, d=rpx)[None, :]
+    S = np.zeros((fy_n, fx.shape[1]))
+    for a in (-1, 0, 1):  # the spectrum's tail beyond the grid's Nyquist frequency folds back
+        for b in (-1, 0, 1):
+            q = np.hypot(fy + a / rpx, fx + b / rpx) / peak
+            S += q ** 2 * np.exp(1.0 - q ** 2)
+    F = np.fft.rfft2(rng.standard_normal((nz, fy_n, fx_n)).astype(np.float32), axes=(1, 2))
+    noise = np.fft.irfft2(F * np.sqrt(S).astype(np.float32)[None], s=(fy_n, fx_n), axes=(1, 2)).astype(np.float32)
+    noise /= noise.std() + 1e-6
+    if k > 1.0:  # output voxel centres on the reconstruction grid, bilinear
+        out = np.empty(shape, np.float32)
+        gy = ((np.arange(ny) + 0.5) * fy_n / ny - 0.5)[:, None] * np.ones((1, nx))
+        gx = np.ones((ny, 1)) * ((np.arange(nx) + 0.5) * fx_n / nx - 0.5)[None, :]
+        for z in range(nz):
+            out[z] = ndimage.map_coordinates(noise[z], [gy, gx], order=1, mode="nearest")
+        noise = out
+    return noise
+
+
 def _paint(lab: np.ndarray, zsel: np.ndarray, mask2d: np.ndarray, value: int) -> None:
     """Set ``value`` where the slice is selected (1D bool over z) and the in-plane mask is set."""
     zi = np.flatnonzero(zsel)
@@ -229,9 +259,16 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
     e = (X / body_a) ** 2 + ((Y - 5) / body_b) ** 2
     sl2d = np.where(e <= 1, T["fat"], T["air"]).astype(np.uint8)
     sl2d[(e <= 1) & ((X / (body_a - 2)) ** 2 + ((Y - 5) / (body_b - 2)) ** 2 > 1)] = T["skin"]
-    wall = (X / (body_a - 14)) ** 2 + ((Y - 5) / (body_b - 12)) ** 2
+    A = P.get("anatomy") or {}
+    sub_fat = float(A.get("subcutaneous_fat_mm", 14.0))  # skin to muscle, laterally (10/12 of it in front/behind)
+    wall = (X / (body_a - sub_fat)) ** 2 + ((Y - 5) / (body_b - sub_fat * 12 / 14)) ** 2
     sl2d[wall <= 1] = T["muscle"]
+    rib_outer = (X / (body_a - 14)) ** 2 + ((Y - 5) / (body_b - 12)) ** 2
     cavity = (X / (body_a - 26)) ** 2 + ((Y - 5) / (body_b - 22)) ** 2 <= 1
+    ps = A.get("paraspinal_muscle_mm")  # erector spinae: [half width, half depth] behind the spine
+    if ps:
+        para = ((X / ps[0]) ** 2 + ((Y - (body_b - 14)) / ps[1]) ** 2 <= 1) & (e <= 1) & (sl2d != T["skin"])
+        sl2d[para & ((X / (body_a - 4)) ** 2 + ((Y - 5) / (body_b - 6)) ** 2 <= 1)] = T["muscle"]
     sl2d[cavity] = T["mediastinal_fat"]
     lab[:] = sl2d[None]
     # lungs: two ellipsoids, narrowing toward the apex (top of the stack)
@@ -241,11 +278,16 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
         lung = ((X - cx) / (52 - 12 * zfrac)) ** 2 + ((Y - 12) / (78 - 10 * zfrac)) ** 2 <= 1
         lab[lung & cavity[None]] = T["lung"]
     # ribs: oblique arcs of the chest wall (descending anteriorly), costal cartilage left anteriorly
-    ring = (wall <= 1) & ((X / (body_a - 22)) ** 2 + ((Y - 5) / (body_b - 18)) ** 2 > 1) & (np.abs(X) > 28)
+    ring = (rib_outer <= 1) & ((X / (body_a - 22)) ** 2 + ((Y - 5) / (body_b - 18)) ** 2 > 1) & (np.abs(X) > 28)
     u = np.arctan2(np.abs(X), Y - 5) / np.pi  # 0 posterior … 1 anterior
     pitch, phase = 26.0, rng.uniform(0, 26)
-    rib = ring[None] & (np.mod(zc[:, None, None] + 45.0 * u[None] + phase, pitch) < 9.0)
+    rib_z = np.mod(zc[:, None, None] + 45.0 * u[None] + phase, pitch)
+    rib = ring[None] & (rib_z < 9.0)
     lab[rib] = T["bone_cortical"]
+    if A.get("rib_marrow", False):  # a rib is marrow in a thin cortical shell (~2 mm), not solid cortex
+        core = ((X / (body_a - 16)) ** 2 + ((Y - 5) / (body_b - 14)) ** 2 <= 1) & \
+            ((X / (body_a - 20)) ** 2 + ((Y - 5) / (body_b - 16)) ** 2 > 1) & (np.abs(X) > 30)
+        lab[core[None] & (rib_z > 2.0) & (rib_z < 7.0)] = T["bone_cancellous"]
     # spine: vertebral bodies (cancellous, cortical rim) with discs, canal with cord, spinous process
     sy = body_b - 35
     r = np.hypot(X, Y - sy)
@@ -404,9 +446,15 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
         lm = lungmask[lbox]
         hb = hu[lbox]
         hb[lm] += 900.0 * vessel[lm] + 15.0 * f1[lm]
+    grad = float(P.get("lung_gradient_hu", 0.0))
+    if grad:  # dependent (posterior) lung is denser in a supine patient: 0 in front … grad at the back
+        frac = np.clip((Y + 66.0) / 156.0, 0.0, 1.0).astype(np.float32)
+        hu[lungmask] += np.broadcast_to((grad * frac)[None], shape)[lungmask]
     kind = cp.get("kind", "solid")
     mean_hu, sd_hu = cp["hu"]
     base = rng.normal(mean_hu, sd_hu)
+    if kind in ("solid", "teratoma"):  # enhancement of soft tissue: less on a non-contrast CT
+        base += float((P.get("lesion_hu_shift") or {}).get(contrast_phase, 0.0))
     if low_contrast:  # fat-infiltrated, faint against the mediastinal fat, close to the lungs' partial volume
         base = rng.uniform(*P["hard_cases"]["low_contrast_hu"])
     field_in = _smooth_field(rng, bshape, sigma=(max(1.5, 6.0 / dz), max(1.5, 6.0 / px), max(1.5, 6.0 / px)))
@@ -447,10 +495,22 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
     sd_lo, sd_hi = N["sd_hu"]
     target_sd = rng.uniform(sd_lo, sd_hi) * np.sqrt(N["reference_thickness_mm"] / slice_thickness_mm)
     cmin = N["min_correlation_voxels"]
+    if N.get("full_min_correlation_pixel_mm"):  # fine matrices: the kernel's own grain, not a voxel floor
+        cmin *= min(1.0, px / N["full_min_correlation_pixel_mm"])
     corr = (N["correlation_mm"] / slice_thickness_mm, max(cmin, N["correlation_mm"] / px),
             max(cmin, N["correlation_mm"] / px))
-    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), corr)
-    noise *= target_sd / (noise.std() + 1e-6)
+    white = rng.standard_normal(hu.shape).astype(np.float32)
+    sharp = N.get("sharp_kernel") or {}
+    krng = np.random.default_rng(np.random.SeedSequence([abs(int(seed)), 12]))  # own stream: same cases
+    kernel = "sharp" if krng.random() < float(sharp.get("p", 0.0)) else "soft"
+    if kernel == "sharp":  # edge-enhancing kernel: band-pass NPS peaking at a high frequency
+        target_sd = krng.uniform(*sharp["sd_hu"]) * np.sqrt(N["reference_thickness_mm"] / slice_thickness_mm)
+        noise = target_sd * _sharp_noise(krng, hu.shape, px, krng.uniform(*sharp["peak_per_mm"]),
+                                         float(sharp.get("reconstruction_pixel_mm", 0.85)))
+    else:
+        noise = ndimage.gaussian_filter(white, corr)
+        noise *= target_sd / (noise.std() + 1e-6)
+    del white
     body2d = ndimage.binary_erosion(e <= 1, iterations=1)
     hu += noise * np.where(body2d, 1.0, 0.3).astype(np.float32)[None]
     ct_arr = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
@@ -489,7 +549,7 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
         "center_lps_mm": [r1(center[0]), r1(center[1]), r1(center[2] - z0)],
         "unclear_margin": bool(unclear), "calcification": bool(calc), "heterogeneous": bool(hetero),
         "hard_small": bool(small), "hard_low_contrast": bool(low_contrast), "hard_abutting_aorta": bool(abut),
-        "pericardial_effusion": bool(effusion), "noise_sd_hu": r1(target_sd),
+        "pericardial_effusion": bool(effusion), "noise_sd_hu": r1(target_sd), "noise_kernel": kernel,
         "slice_thickness_mm": slice_thickness_mm, "contrast_phase": contrast_phase,
         # where the generator put the landmarks (LPS mm), for tests and for checking a segmentation
         "landmarks_lps_mm": {
