@@ -1043,24 +1043,43 @@ class MediastinalAITest(ScriptedLoadableModuleTest):
         self.assertEqual(p.sex, NOT_GIVEN)
 
     def test_logic_on_synthetic_case(self):
-        """The whole chain in-process where the models and dependencies are installed."""
+        """The whole chain where the models and dependencies are installed. Segmentation and the CNN
+        run as the buttons run them, in a PythonSlicer child process (so this also checks that the
+        child finds this extension's code and packages); CTC fusion in-process."""
         if self._skipIfMissing("synthetic", "segmentation", "risk-cnn", "fusion"):
             return
+        import subprocess
+
+        from mediastinal_ai.mrml import nodes
         from mediastinal_ai.synthetic import generate_case
 
         logic = MediastinalAILogic()
-        self.delayDisplay("Segment tumor (in-process) on a synthetic case")
-        from mediastinal_ai.mrml import nodes
-
         case = generate_case(seed=1)
-        ct = nodes.volume_to_node(slicer.mrmlScene, case.ct, name="Synthetic CT", role="ct")
-        result = logic.segmentInProcess(ct, device="CPU")
+        ct = nodes.volume_to_node(slicer.mrmlScene, case.ct, name="Synthetic CT (SYNTHETIC)", role="ct")
+        python = PythonProcessRunner.pythonExecutable()
+        with tempfile.TemporaryDirectory(prefix="MediastinalAI-selftest-") as runDir:
+            self.delayDisplay("Segment tumor (child process) on a synthetic case")
+            args = logic.segmentationArguments(ct, runDir, None, "CPU", 0.5)
+            done = subprocess.run([python, *args], env=process.child_environment(), capture_output=True,
+                                  text=True, timeout=1800, check=False)
+            self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
+            self.assertIn(process.format_progress_line(1.0, "done"), done.stdout)
+            result = logic.importSegmentationResult(ct, runDir, 0.5)
         segmentation, segmentId = result["segmentation_node"], result["segment_id"]
         self.assertIsNotNone(segmentation.GetSegmentation().GetSegment(segmentId))
+        self.assertEqual(logic.thresholdAction(result["probability_node"], segmentation, segmentId, 0.5), "none")
         logic.rethreshold(result["probability_node"], segmentation, segmentId, 0.7, result.get("table_node"))
-        self.delayDisplay("Predict risk (CNN) and with CTC")
-        table, gradCam, cnnResult = logic.predictRiskCnn(ct, segmentation, segmentId)
+        self.assertEqual(logic.appliedThreshold(result["probability_node"]), 0.7)
+        with tempfile.TemporaryDirectory(prefix="MediastinalAI-selftest-") as runDir:
+            self.delayDisplay("Predict risk (CNN, child process)")
+            args = logic.prepareJob(runDir, "risk-cnn", ct, segmentation, segmentId, model=None)
+            done = subprocess.run([python, *args], env=process.child_environment(), capture_output=True,
+                                  text=True, timeout=1800, check=False)
+            self.assertEqual(done.returncode, 0, done.stdout[-2000:] + done.stderr[-2000:])
+            table, gradCam, cnnResult = logic.publishJob(runDir, ct, show=False)
         self.assertGreater(table.GetNumberOfRows(), 0)
+        self.assertTrue(0.0 <= cnnResult["probability_high_risk"] <= 1.0)
+        self.delayDisplay("Predict with CTC (in-process)")
         table, fusionResult = logic.predictWithCtc(ct, segmentation, segmentId, ctc=float(case.ctc))
         self.assertIn("fusion", fusionResult)
         self.delayDisplay("Test passed")

@@ -49,10 +49,12 @@ class PythonProcessRunner:
         found = shutil.which("PythonSlicer")
         if found:
             return found
-        candidate = os.path.join(
-            slicer.app.applicationDirPath(), "PythonSlicer" + (".exe" if os.name == "nt" else "")
-        )
-        return candidate if os.path.exists(candidate) else sys.executable
+        app = getattr(slicer, "app", None)  # none on slicer-core (tests, scripts)
+        if app is not None:
+            candidate = os.path.join(app.applicationDirPath(), "PythonSlicer" + (".exe" if os.name == "nt" else ""))
+            if os.path.exists(candidate):
+                return candidate
+        return sys.executable
 
     def isRunning(self):
         """True from start() until onFinished has been called."""
