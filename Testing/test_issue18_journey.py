@@ -395,3 +395,196 @@ def test_train_fusion_writes_val_and_test_tables_and_installs_with_its_twin(tmp_
     assert main(["models", "install", str(out / "j-fusion" / "j-fusion.model.json")]) == 0
     assert "CT-only twin" in capsys.readouterr().out
     assert resolve(card.extra["ct_only_model"]["name"]).card.sha256 == card.extra["ct_only_model"]["sha256"]
+
+
+# ----------------------------------------------------------------------------- item 2 (batch masks, Dask, progress)
+PLUGIN = '''
+import os
+import time
+
+from mediastinal_ai.batch.steps import Step, register
+
+
+def _hold(ctx):
+    """Hold the GIL for HOLD_S seconds in ONE C call (builtin sum over a range), as a long
+    SimpleITK/pyradiomics call does: the worker's event loop (and its heartbeats) cannot run."""
+    target = float(os.environ.get("HOLD_S", "12"))
+    t = time.perf_counter()
+    sum(range(10_000_000))
+    per = (time.perf_counter() - t) / 10_000_000
+    t0 = time.perf_counter()
+    sum(range(int(target / per)))
+    ctx.results["held_s"] = round(time.perf_counter() - t0, 1)
+
+
+def _nap(ctx):
+    time.sleep(float(os.environ.get("NAP_S", "4")))
+
+
+register(Step("hold", _hold, help="test: hold the GIL"))
+register(Step("nap", _nap, help="test: sleep"))
+'''
+
+
+@pytest.fixture()
+def plugin(tmp_path, monkeypatch):
+    import sys
+
+    d = tmp_path / "plugin"
+    d.mkdir()
+    (d / "issue18_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(d))
+    monkeypatch.setenv("PYTHONPATH", str(d) + ((":" + sys.path[0]) if sys.path else ""))
+    import importlib
+
+    importlib.import_module("issue18_plugin")
+    return "issue18_plugin"
+
+
+def _tiny_ct(tmp: Path) -> Path:
+    from mediastinal_ai.io import write_image
+    from mediastinal_ai.volume import Volume
+
+    rng = np.random.default_rng(0)
+    p = tmp / "tiny_ct.nii.gz"
+    write_image(Volume(rng.normal(0, 100, (8, 16, 16)).astype(np.int16), spacing_xyz=(1.0, 1.0, 2.0)), p)
+    return p
+
+
+def test_risk_mask_plan_dry_run_and_refusals(tmp_path, capsys):
+    from mediastinal_ai.batch.steps import risk_mask_plan
+
+    assert "predicted by the 'segment' step" in risk_mask_plan(["qc", "segment", "radiomics"])
+    assert "manifest's 'mask'" in risk_mask_plan(["qc", "radiomics", "cnn"])
+    assert "manifest's 'mask'" in risk_mask_plan(["qc", "segment", "cnn"], "manifest")
+    assert risk_mask_plan(["qc", "segment"]) is None
+    with pytest.raises(InputError, match="needs the 'segment' step"):
+        risk_mask_plan(["qc", "radiomics"], "predicted")
+    ct = _tiny_ct(tmp_path)
+    man = tmp_path / "m.csv"
+    man.write_text(f"case_id,ct,mask\nwith_mask,{ct},{ct}\nno_mask,{ct},\n")
+    assert main(["run", "-i", str(man), "-o", str(tmp_path / "o"), "--steps", "segment,radiomics,cnn",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tumor mask: radiomics, cnn use the mask predicted by the 'segment' step" in out
+    assert main(["run", "-i", str(man), "-o", str(tmp_path / "o"), "--steps", "segment,radiomics",
+                 "--risk-mask", "manifest", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "radiomics use the manifest's 'mask' column" in out
+    assert [ln for ln in out.splitlines() if ln.startswith("no_mask")][0].split()[1:3] == ["will", "fail:"]
+    assert main(["run", "-i", str(man), "-o", str(tmp_path / "o"), "--steps", "radiomics",
+                 "--risk-mask", "predicted"]) == 2
+    assert "needs the 'segment' step" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_risk_steps_take_the_mask_the_option_names():
+    from mediastinal_ai.batch.discover import CaseSpec
+    from mediastinal_ai.batch.steps import CaseContext
+    from mediastinal_ai.volume import Volume
+
+    ct = Volume(np.zeros((4, 8, 8), np.int16))
+    manifest = ct.with_array(np.pad(np.ones((2, 2, 2), np.uint8), ((1, 1), (3, 3), (3, 3))), units="label")
+    predicted = ct.with_array(np.pad(np.ones((2, 4, 4), np.uint8), ((1, 1), (2, 2), (2, 2))), units="label")
+
+    def ctx(mode, segmented=True):
+        c = CaseContext(spec=CaseSpec("a", "a.nii.gz", mask="a_mask.nii.gz"), workdir=Path("."),
+                        params={"risk_mask": mode} if mode else {})
+        c._ct, c._manifest_mask = ct, manifest
+        if segmented:
+            c.segmented, c.mask = True, predicted
+        return c
+
+    for mode, segmented, expect, kind in ((None, True, predicted, "predicted"), ("auto", False, manifest, "manifest"),
+                                          ("manifest", True, manifest, "manifest"),
+                                          ("predicted", True, predicted, "predicted")):
+        c = ctx(mode, segmented)
+        assert c.tumor_mask() is expect and c.results["risk_mask"] == kind
+    c = ctx("predicted")
+    c.mask = None  # the segmentation found nothing: never silently the manifest's mask
+    with pytest.raises(InputError, match="found no tumor"):
+        c.tumor_mask()
+
+
+def test_progress_names_the_running_case_and_its_step(tmp_path, plugin, monkeypatch, caplog):
+    import logging
+
+    from mediastinal_ai.batch import engine
+    from mediastinal_ai.batch.discover import CaseSpec
+
+    monkeypatch.setattr(engine._Progress, "LONG_STEP_S", 1.0)
+    monkeypatch.setenv("NAP_S", "4")
+    ct = _tiny_ct(tmp_path)
+    cfg = engine.RunConfig(steps=["nap"], params={"plugins": [plugin]}, workers=0)
+    with caplog.at_level(logging.INFO, logger="mediastinal_ai.batch.engine"):
+        rows = engine.run_cohort([CaseSpec("slow_case", str(ct))], tmp_path / "o", cfg)
+    assert rows[0]["status"] == "ok"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("slow_case: still in step nap (2/2) after") for m in lines), lines
+    # and on a terminal: one line naming the case and step
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = Tty()
+    bar = engine._Progress(3, stream=s)
+    bar.running([{"case_id": "c7", "step": "radiomics", "index": 3, "n_steps": 4, "seconds": 42.0}])
+    assert "running: c7 radiomics (3/4, 42s)" in s.getvalue()
+
+
+@pytest.mark.slow
+def test_a_case_holding_the_gil_longer_than_the_heartbeat_ttl_finishes_on_dask(tmp_path, plugin, monkeypatch):
+    """The issue's failure, made small: a step holds the GIL for ~15 s while the scheduler's
+    heartbeat TTL would be 5 s. With Dask's TTL check (the control, as before) the worker is
+    restarted and the case is lost; with the run's cluster it finishes."""
+    pytest.importorskip("distributed")
+    from mediastinal_ai.batch import engine
+    from mediastinal_ai.batch.discover import CaseSpec
+
+    monkeypatch.setenv("HOLD_S", "15")
+    ct = _tiny_ct(tmp_path)
+    cases = lambda: [CaseSpec("gil_case", str(ct))]  # noqa: E731
+    cfg = engine.RunConfig(steps=["hold"], params={"plugins": [plugin]}, workers=1)
+    rows = engine.run_cohort(cases(), tmp_path / "fixed", cfg)
+    assert rows[0]["status"] == "ok", rows[0]
+    assert rows[0]["held_s"] >= 9  # longer than the 5 s TTL plus its 3 s check period
+    original = engine.make_local_cluster
+    monkeypatch.setattr(engine, "make_local_cluster", lambda n, d: original(n, d, worker_ttl="3s"))
+    rows = engine.run_cohort(cases(), tmp_path / "control", cfg)
+    assert rows[0]["status"] == "failed" and rows[0]["error_type"] == "WorkerDied", rows[0]
+
+
+@pytest.mark.slow
+def test_run_with_segment_uses_the_mask_risk_mask_names(tmp_path):
+    """segment + radiomics on one synthetic case: by default radiomics reads the predicted mask,
+    with --risk-mask manifest the manifest's; results.csv says which, and the numbers are those of
+    predict-radiomics on that very mask."""
+    pytest.importorskip("torch")
+    pytest.importorskip("radiomics")
+    import pandas as pd
+
+    from mediastinal_ai.io import read_ct, read_mask, write_image
+    from mediastinal_ai.radiomics import load_model, predict_risk
+    from mediastinal_ai.synthetic import generate_case
+
+    c = generate_case(7100)
+    write_image(c.ct, tmp_path / "ct.nii.gz")
+    write_image(c.mask, tmp_path / "mask.nii.gz")
+    man = tmp_path / "m.csv"
+    man.write_text(f"case_id,ct,mask\nk1,{tmp_path / 'ct.nii.gz'},{tmp_path / 'mask.nii.gz'}\n")
+    model = load_model(None)
+    ct = read_ct(tmp_path / "ct.nii.gz")
+    used_masks = []
+    for mode, expect in (("auto", "predicted"), ("manifest", "manifest")):
+        out = tmp_path / mode
+        assert main(["run", "-i", str(man), "-o", str(out), "--steps", "segment,radiomics", "--workers", "0",
+                     "--risk-mask", mode]) == 0
+        row = pd.read_csv(out / "results.csv").iloc[0]
+        assert row.risk_mask == expect
+        used = tmp_path / "mask.nii.gz" if expect == "manifest" else out / "cases" / "k1" / "mask.nrrd"
+        ref = predict_risk(ct, read_mask(used, reference=ct), model=model)["probability_high_risk"]
+        assert row.p_high_risk_radiomics == pytest.approx(ref, abs=1e-9)
+        used_masks.append(np.asarray(read_mask(used, reference=ct).array) > 0)
+    assert (used_masks[0] != used_masks[1]).any()  # the two runs really used different masks

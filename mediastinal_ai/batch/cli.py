@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{flag}-model", dest=f"model_{flag}", default=None,
                        help=f"{task} model name or card path (default: the built-in demo model)")
     p.add_argument("--threshold", type=float, default=0.5, help="segmentation probability threshold")
+    p.add_argument("--risk-mask", choices=["auto", "manifest", "predicted"], default=None,
+                   help="tumor mask of the radiomics/cnn/fusion steps: 'predicted' by the segment step, the "
+                        "manifest's 'mask' column, or 'auto' (default): predicted when segment is among the "
+                        "steps, else the manifest's; --dry-run shows which")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--force", action="store_true", help="recompute cases even when their outputs are up to date")
     p.add_argument("--dry-run", action="store_true", help="list cases and what would run, then stop")
@@ -54,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold:g}")
     params = {"models": models, "threshold": args.threshold, "device": args.device}
+    from .steps import risk_mask_plan
+
+    mask_plan = risk_mask_plan(steps, getattr(args, "risk_mask", None))  # refuses 'predicted' without segment
+    if getattr(args, "risk_mask", None):
+        params["risk_mask"] = args.risk_mask
     if args.plugin:
         params["plugins"] = list(args.plugin)
     if args.mrb:
@@ -66,11 +75,16 @@ def run(args: argparse.Namespace) -> int:
         shas = {t: m.card.sha256 for t, m in resolved.items()}
         for t, m in resolved.items():
             print(f"model {t}: {m.label}")
+        if mask_plan:
+            print(f"tumor mask: {mask_plan}")
+        manifest_masks = bool(mask_plan) and "manifest's" in mask_plan
         from pathlib import Path
 
         for c in cases:
             if c.error:
                 state = f"will fail: {c.error}"
+            elif manifest_masks and not c.mask:
+                state = "will fail: no 'mask' in the manifest for the risk steps"
             else:
                 old = read_case_record(Path(args.out), c.case_id)
                 up_to_date = old and not args.force and old.get("fingerprint") == fingerprint(c, cfg, shas)
@@ -79,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(cases)} case(s); steps: {','.join(steps)}; "
               + (f"scheduler {args.scheduler}" if args.scheduler else f"{workers} worker(s)"))
         return 0
+    if mask_plan:
+        log.info("tumor mask: %s", mask_plan)
     rows = run_cohort(cases, args.out, cfg)
     ok = sum(r["status"] == "ok" for r in rows)
     skipped = sum(r["status"] == "skipped" for r in rows)

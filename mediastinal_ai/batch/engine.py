@@ -113,7 +113,8 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
         work.mkdir(parents=True)
         try:
             ctx = CaseContext(spec=spec, workdir=work, params=params)
-            for name in steps:
+            for i, name in enumerate(steps):
+                _mark_running(out, spec.case_id, name, i, len(steps))
                 STEPS[name].run(ctx)
             record = {"case_id": spec.case_id, "status": "ok", "fingerprint": fp, "steps": steps,
                       "results": ctx.results, "outputs": sorted(ctx.outputs), "labels": spec.labels,
@@ -123,6 +124,7 @@ def process_case(spec_dict: dict[str, Any], out_dir: str, steps: list[str], para
             _publish(work, out / "cases" / spec.case_id)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            _mark_running(out, spec.case_id, None)
         row.update(ctx.results)
         row["status"] = "ok"
     except (MediastinalAIError, ValueError) as e:
@@ -181,16 +183,90 @@ def _publish(work: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------- running cases
+def _running_dir(out: Path) -> Path:
+    return out / ".work" / "running"
+
+
+def _mark_running(out: Path, case_id: str, step: str | None, index: int = 0, n_steps: int = 0) -> None:
+    """Record which step a case is in (``.work/running/<case>.json``; ``step=None`` clears it), so
+    the run can show the running cases and their steps while a long step runs on a worker.
+    Best effort: progress display must never fail a case."""
+    p = _running_dir(out) / f"{case_id}.json"
+    try:
+        if step is None:
+            p.unlink(missing_ok=True)
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(p, {"case_id": case_id, "step": step, "index": index + 1, "n_steps": n_steps,
+                              "since": time.time()})
+    except OSError:
+        pass
+
+
+def read_running(out: Path) -> list[dict[str, Any]]:
+    """The cases running now: ``[{"case_id", "step", "index", "n_steps", "seconds"}]``, longest first."""
+    items = []
+    d = _running_dir(out)
+    try:
+        files = sorted(d.glob("*.json"))
+    except OSError:
+        return []
+    now = time.time()
+    for f in files:
+        try:
+            r = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        items.append({**r, "seconds": max(0.0, now - float(r.get("since", now)))})
+    return sorted(items, key=lambda r: -r["seconds"])
+
+
+def _running_text(items: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{r['case_id']} {r['step']} ({r['index']}/{r['n_steps']}, {r['seconds']:.0f}s)" for r in items)
+
+
 # ---------------------------------------------------------------------------- the run
 class _Progress:
-    """A one-line bar with ETA on a terminal, plain log lines otherwise."""
+    """A one-line bar with ETA and the running cases (and their steps) on a terminal, plain log
+    lines otherwise: one per finished case, and one per case whose step has run for a minute
+    (then every minute), so a long case never looks like a hang."""
+
+    LONG_STEP_S = 60.0
 
     def __init__(self, total: int, stream: Any = None):
+        import threading
+
         self.total, self.done, self.t0 = total, 0, time.perf_counter()
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._lock = threading.Lock()
+        self._said: dict[tuple[str, str], float] = {}  # (case, step) -> seconds when last logged
+
+    def running(self, items: list[dict[str, Any]]) -> None:
+        """Show the running cases; called every few seconds from the run's ticker thread."""
+        with self._lock:
+            if self.done >= self.total:
+                return
+            if self.tty:
+                el = time.perf_counter() - self.t0
+                text = _running_text(items) or "-"
+                self.stream.write(f"\r{self.done}/{self.total} done, elapsed {el:5.0f}s; running: {text[:90]:<90}")
+                self.stream.flush()
+                return
+            for r in items:
+                key = (r["case_id"], r["step"])
+                last = self._said.get(key)
+                if r["seconds"] >= self.LONG_STEP_S and (last is None or r["seconds"] - last >= self.LONG_STEP_S):
+                    self._said[key] = r["seconds"]
+                    log.info("%s: still in step %s (%d/%d) after %.0fs", r["case_id"], r["step"], r["index"],
+                             r["n_steps"], r["seconds"])
 
     def update(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._update(row)
+
+    def _update(self, row: dict[str, Any]) -> None:
         self.done += 1
         el = time.perf_counter() - self.t0
         eta = el / self.done * (self.total - self.done)
@@ -312,6 +388,7 @@ def _run_locked(cases: list[CaseSpec], out: Path, steps: list[str], cfg: RunConf
             _write_results(out, rows, cfg, partial=True)
 
         t0 = time.perf_counter()
+        stop_ticker = _start_ticker(out, bar)
         try:
             if cfg.workers <= 0 and not cfg.scheduler:
                 for c in cases:
@@ -323,11 +400,35 @@ def _run_locked(cases: list[CaseSpec], out: Path, steps: list[str], cfg: RunConf
             _write_results(out, rows, cfg, partial=True, seconds=time.perf_counter() - t0)
             raise Cancelled("batch interrupted; finished cases are kept, rerun to resume") from None
         finally:
+            stop_ticker()
             shutil.rmtree(out / ".work", ignore_errors=True)
         order = {c.case_id: i for i, c in enumerate(cases)}
         rows.sort(key=lambda r: order.get(r["case_id"], 0))
         _write_results(out, rows, cfg, partial=False, seconds=time.perf_counter() - t0)
     return rows
+
+
+def _start_ticker(out: Path, bar: _Progress, every_s: float = 2.0) -> Callable[[], None]:
+    """A daemon thread showing the running cases every ``every_s``; returns its stop function."""
+    import threading
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            try:
+                bar.running(read_running(out))
+            except Exception:  # noqa: BLE001 - display only
+                log.debug("progress ticker: %s", traceback.format_exc())
+
+    t = threading.Thread(target=tick, name="mediastinal-ai-progress", daemon=True)
+    t.start()
+
+    def halt() -> None:
+        stop.set()
+        t.join(timeout=5)
+
+    return halt
 
 
 def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
@@ -391,7 +492,12 @@ def _worker_died_row(spec: CaseSpec, steps: list[str], e: BaseException) -> dict
             "seconds": 0.0, "steps": ",".join(steps), "synthetic": spec.synthetic}
 
 
-def make_local_cluster(n_workers: int, local_dir: Path):
+# Worker thread budget: torch/OpenMP/BLAS/ITK each default to every core, so N workers ran N x cores
+# threads and a long case starved the others (and their heartbeats) of CPU.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+
+def make_local_cluster(n_workers: int, local_dir: Path, worker_ttl: str | None = None):
     """A LocalCluster of single-threaded worker processes; with a GPU, one of them owns it.
 
     Workers write their scratch files under the run's ``.work`` folder, so nothing lands
@@ -409,10 +515,18 @@ def make_local_cluster(n_workers: int, local_dir: Path):
         log.info("GPU found: one Dask worker will use it, the others run on CPU")
     environ = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+    for k in THREAD_ENV:  # the user's own setting wins
+        environ.setdefault(k, os.environ.get(k) or threads)
     # allowed-failures 0: a case that kills its worker fails at once instead of killing three more;
     # temporary-directory: Dask's own scratch (spill, locks) stays under --out too.
+    # worker-ttl None: Dask restarts a worker that has not sent a heartbeat for 5 minutes; a step that
+    # holds the GIL longer (SimpleITK B-spline resampling, pyradiomics' C texture code at the paper
+    # settings) stops the worker's heartbeats, so both workers of a 2-core run were restarted in
+    # turn and 12 minutes gave 0 finished cases. A worker that really dies is still detected (its
+    # process ends: the nanny and the scheduler's connection see it).
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, "distributed.scheduler.allowed-failures": 0,
-                          "temporary-directory": str(local_dir)}):
+                          "temporary-directory": str(local_dir), "distributed.scheduler.worker-ttl": worker_ttl}):
         return LocalCluster(n_workers=max(1, n_workers), threads_per_worker=1, processes=True,
                             dashboard_address=None, local_directory=str(local_dir),
                             resources={"GPU": 1} if gpu else None, silence_logs=logging.WARNING)

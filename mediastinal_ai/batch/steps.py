@@ -29,6 +29,8 @@ class CaseContext:
     outputs: set[str] = field(default_factory=set)
     mask: Volume | None = None  # the tumor mask: from 'segment', else the manifest's mask
     _ct: Volume | None = None
+    segmented: bool = False  # 'segment' ran in this case: ``mask`` is its prediction (None: no lesion)
+    _manifest_mask: Volume | None = None
 
     @property
     def ct(self) -> Volume:
@@ -38,16 +40,39 @@ class CaseContext:
             self._ct = read_ct(self.spec.ct, series_uid=self.spec.series_uid)
         return self._ct
 
-    def tumor_mask(self) -> Volume:
-        if self.mask is None and self.spec.mask:
+    def manifest_mask(self) -> Volume | None:
+        """The manifest's ``mask`` on the CT grid (read once), or None when the case has none."""
+        if self._manifest_mask is None and self.spec.mask:
             from ..io import read_mask
 
-            self.mask = read_mask(self.spec.mask, reference=self.ct)
-        if self.mask is None:
-            raise InputError("no tumor mask: add the 'segment' step or give a 'mask' column in the manifest")
-        if not self.mask.array.any():
-            raise InputError("the tumor mask is empty (no lesion found or empty mask file)", self.spec.mask)
-        return self.mask
+            self._manifest_mask = read_mask(self.spec.mask, reference=self.ct)
+        return self._manifest_mask
+
+    def tumor_mask(self) -> Volume:
+        """The mask the risk steps (radiomics, cnn, fusion) use, as ``params["risk_mask"]`` says
+        (:data:`RISK_MASK_CHOICES`): ``predicted`` = the 'segment' step's mask, ``manifest`` = the
+        manifest's ``mask`` column, ``auto`` (default) = predicted when 'segment' ran, else manifest.
+        The source goes into the cohort table as ``risk_mask``."""
+        mode = self.params.get("risk_mask") or "auto"
+        if mode == "manifest" or (mode == "auto" and not self.segmented):
+            m = self.manifest_mask()
+            if m is None:
+                raise InputError("no tumor mask: add the 'segment' step or give a 'mask' column in the manifest"
+                                 if mode == "auto" else "--risk-mask manifest: this case has no 'mask' in the manifest")
+            if not self.segmented:
+                self.mask = m  # what the report and the scene show
+            source, kind = self.spec.mask, "manifest"
+        else:
+            if not self.segmented:
+                raise InputError("--risk-mask predicted needs the 'segment' step before the risk steps")
+            m = self.mask
+            if m is None:
+                raise InputError("the segmentation found no tumor: no mask for the risk steps")
+            source, kind = "the segmentation", "predicted"
+        if not m.array.any():
+            raise InputError("the tumor mask is empty (no lesion found or empty mask file)", source)
+        self.results["risk_mask"] = kind
+        return m
 
     def model(self, task: str) -> Any:
         from ..models import resolve
@@ -128,7 +153,9 @@ def _qc(ctx: CaseContext) -> None:
         hu_p1=float(np.percentile(a, 1)), hu_p99=float(np.percentile(a, 99)),
     )
     if ctx.spec.mask:
-        m = ctx.tumor_mask()
+        m = ctx.manifest_mask()
+        if m is None or not m.array.any():
+            raise InputError("the tumor mask is empty (empty mask file)", ctx.spec.mask)
         frac = float(np.count_nonzero(m.array)) / m.array.size
         if frac > 0.5:
             raise InputError(f"the tumor mask covers {frac:.0%} of the image: not a tumor outline", ctx.spec.mask)
@@ -176,6 +203,30 @@ register(Step("dicom-sr", _lazy("mediastinal_ai.batch.task_steps", "dicom_sr"),
               help="DICOM SR (TID 1500): lesion measurements and the predictions, referencing the DICOM SEG"))
 register(Step("report", _lazy("mediastinal_ai.batch.task_steps", "report"),
               needs=("qc", "segment", "radiomics", "cnn", "fusion"), help="per-case HTML/PDF report"))
+
+
+RISK_STEPS = ("radiomics", "cnn", "fusion")
+RISK_MASK_CHOICES = ("auto", "manifest", "predicted")
+
+
+def risk_mask_plan(steps: list[str], risk_mask: str | None = None) -> str | None:
+    """Which mask the risk steps of this run use, in words (None when no risk step runs);
+    refuses ``predicted`` without the 'segment' step before any case runs."""
+    mode = risk_mask or "auto"
+    if mode not in RISK_MASK_CHOICES:
+        raise InputError(f"--risk-mask must be one of {', '.join(RISK_MASK_CHOICES)}, got {mode!r}")
+    risk = [s for s in steps if s in RISK_STEPS]
+    if not risk:
+        return None
+    if mode == "predicted" and "segment" not in steps:
+        raise InputError("--risk-mask predicted needs the 'segment' step (add it to --steps)")
+    predicted = mode == "predicted" or (mode == "auto" and "segment" in steps)
+    where = ("the mask predicted by the 'segment' step of this run" if predicted
+             else "the manifest's 'mask' column (reader 1)")
+    note = " (--risk-mask manifest to use the manifest's masks instead)" if predicted and mode == "auto" else ""
+    if mode == "manifest" and "segment" in steps:
+        note = " ('segment' still runs; its mask is written but not used by these steps)"
+    return f"{', '.join(risk)} use {where}{note}"
 
 
 def order_steps(names: list[str]) -> list[str]:
