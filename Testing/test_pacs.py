@@ -517,3 +517,17 @@ def test_segment_refuse_blank_uids_stops_before_inference(real_ct_dir, tmp_path,
     err = capsys.readouterr().err
     assert rc != 0 and "blank SeriesInstanceUID, StudyInstanceUID" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.real_ct
+def test_a_ct_not_on_its_dicom_slices_is_refused(real_ct_dir):
+    from mediastinal_ai.io import read_ct
+    from mediastinal_ai.pacs import prepare_sources
+
+    ct = read_ct(real_ct_dir / "lidc-contrast-slabs" / "LIDC-IDRI-0003")
+    with pytest.raises(InputError, match="not on its 10 DICOM slices"):
+        prepare_sources(ct.with_array(ct.array, dicom_files=ct.metadata["dicom_files"][:-1]))
+    resampled = ct.with_array(ct.array)
+    resampled.metadata["resampled_from_irregular"] = True
+    with pytest.raises(InputError, match="resampled from an irregular series"):
+        prepare_sources(resampled)

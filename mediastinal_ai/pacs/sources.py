@@ -114,6 +114,10 @@ def prepare_sources(ct: Volume, on_missing_uids: str = "generate") -> SourceSeri
         raise InputError("DICOM SEG needs a CT read from a DICOM series, and so does a DICOM SR (this CT came from "
                          f"{ct.metadata.get('format', 'a non-DICOM file')}); export NRRD or NIfTI instead",
                          ct.metadata.get("source"))
+    if ct.metadata.get("resampled_from_irregular") or len(files) != ct.shape[0]:
+        raise InputError(f"the CT ({ct.shape[0]} slices) is not on its {len(files)} DICOM slices (resampled from an "
+                         "irregular series?): a DICOM SEG/SR must be drawn on the source slices; export NRRD/NIfTI",
+                         ct.metadata.get("source"))
     from ..fileio import sha256_file
 
     shas = [sha256_file(f) for f in files]
