@@ -1084,6 +1084,7 @@ def test_in_process_radiomics_prediction_warns_like_the_child_process(scene, mon
     table, result = mrml_radiomics.predict_risk(scene, ct, segmentation, segment_id)
     assert any("NOT comparable" in w for w in result["warnings"]), result["warnings"]
     assert json.loads(table.GetAttribute("MediastinalAI.radiomicsResult"))["warnings"] == result["warnings"]
+    assert table.GetAttribute("MediastinalAI.radiomicsVersion") == "pyradiomics 9.0.0"  # every table records it
 
 
 # ------------------------------------------------------------------------------ defect 10: Slicer >= 5.10
@@ -1132,3 +1133,24 @@ def test_older_slicer_is_refused_with_a_message_instead_of_the_gui(scene, monkey
     assert "Slicer 5.10 or later" in help_text
     if module == "MediastinalAI":  # the module's help starts with the refusal too
         assert help_text.startswith("MediastinalAI needs 3D Slicer 5.10") == refused
+
+
+def test_show_3d_makes_a_surface_and_toggles_it(scene):
+    """The 'Show 3D' button (as the peer extensions have): closed surface on, 3D visibility toggled."""
+    from mediastinal_ai.mrml import segmentation as seg
+
+    # what the app's vtkSlicerSegmentationsModuleLogic::RegisterNodes does at start-up (slicer-core has no rules)
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not any(r.GetName() == slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule().GetName()
+               for r in factory.GetConverterRules()):
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+    _, segmentation, segment_id = _body_case(scene)
+    seg.show_3d(segmentation, True)
+    closed = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    assert segmentation.GetSegmentation().ContainsRepresentation(closed)
+    poly = segmentation.GetSegmentation().GetSegment(segment_id).GetRepresentation(closed)
+    assert poly is not None and poly.GetNumberOfPoints() > 0
+    assert segmentation.GetDisplayNode().GetVisibility3D()
+    seg.show_3d(segmentation, False)
+    assert not segmentation.GetDisplayNode().GetVisibility3D()
+    seg.show_3d(None, True)  # no segmentation selected: nothing happens

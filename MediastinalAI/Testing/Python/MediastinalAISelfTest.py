@@ -29,6 +29,11 @@ class MediastinalAISelfTest(unittest.TestCase):
         self.assertFalse(p.showGradCam)
         self.assertTrue(widget.ui.ctcUnitLabel.text)
         self.assertFalse(widget.ui.segmentButton.enabled)  # no CT yet
+        # re-threshold on release only (valueChanged once, when the slider is let go)
+        self.assertFalse(widget.ui.thresholdSliderWidget.tracking)
+        self.assertFalse(widget.ui.show3DButton.enabled)  # no segment yet
+        widget.onJobLog("a line from the child process")
+        self.assertIn("a line from the child process", widget.ui.logTextEdit.toPlainText())
 
     def test_module_self_test(self):
         from MediastinalAI import MediastinalAITest
