@@ -1154,3 +1154,28 @@ def test_show_3d_makes_a_surface_and_toggles_it(scene):
     seg.show_3d(segmentation, False)
     assert not segmentation.GetDisplayNode().GetVisibility3D()
     seg.show_3d(None, True)  # no segmentation selected: nothing happens
+
+
+def test_dicom_seg_refuses_a_ct_moved_after_loading_from_the_dicom_browser(scene, tmp_path, monkeypatch, real_ct_dir):
+    """Defect 4 (robustness): a CT shifted (or hardened through a transform) after the DICOM
+    browser loaded it keeps DICOM.instanceUIDs; its SEG would not line up, so it is refused."""
+    pydicom = pytest.importorskip("pydicom")
+    from mediastinal_ai.errors import InputError
+    from mediastinal_ai.io import read_ct
+
+    vol = read_ct(real_ct_dir / "lidc-contrast-slabs" / "LIDC-IDRI-0003")
+    files = vol.metadata["dicom_files"]
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    ct = nodes.volume_to_node(scene, Volume(vol.array, vol.spacing_xyz, vol.origin_xyz, vol.direction), name="CT")
+    ct.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    logic = _load("MediastinalAI").MediastinalAILogic()
+    monkeypatch.setattr(slicer, "dicomDatabase", _FakeDicomDatabase(dict(zip(uids, files))), raising=False)
+    assert logic.dicomSourceFiles(ct) == [str(f) for f in files]  # where it was loaded: accepted
+    origin = list(ct.GetOrigin())
+    ct.SetOrigin(origin[0], origin[1], origin[2] + 5.0)  # moved 5 mm (e.g. a hardened transform)
+    with pytest.raises(InputError, match="5.0 mm away"):
+        logic.dicomSourceFiles(ct)
+    ct.SetOrigin(*origin)
+    ct.SetAttribute("DICOM.instanceUIDs", " ".join(reversed(uids)))  # slices and UIDs out of step
+    with pytest.raises(InputError, match="mm away"):
+        logic.dicomSourceFiles(ct)

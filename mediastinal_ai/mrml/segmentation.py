@@ -111,7 +111,31 @@ def dicom_files_for_node(volume_node: Any, database: Any) -> list[str] | None:
     if len(files) != n_slices:
         raise InputError(f"the CT has {n_slices} slices but {len(files)} DICOM instances (multi-frame or "
                          "resampled volume): DICOM SEG export needs one file per slice")
+    _check_slice_positions(volume_node, files)
     return [str(f) for f in files]
+
+
+def _check_slice_positions(volume_node: Any, files: list[str], tolerance_mm: float = 0.1) -> None:
+    """Each file's ImagePositionPatient must be where the node puts its slice: a CT moved, hardened
+    through a transform or resampled after loading keeps ``DICOM.instanceUIDs``, and a SEG
+    referencing those files would then sit in the wrong place."""
+    import pydicom
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["ImagePositionPatient"])
+        ipp = ds.get("ImagePositionPatient")
+        if ipp is None:
+            continue  # nothing to compare (the SEG writer checks what it needs)
+        ras = [m.GetElement(r, 2) * k + m.GetElement(r, 3) for r in range(3)]
+        expected = (-ras[0], -ras[1], ras[2])  # RAS → LPS
+        off = max(abs(float(a) - b) for a, b in zip(ipp, expected))
+        if off > tolerance_mm:
+            raise InputError(f"slice {k} of the CT is {off:.1f} mm away from its DICOM file's position: the volume "
+                             "was moved, transformed or resampled after loading, so a DICOM SEG would not line up "
+                             "with the series; export NRRD/NIfTI instead (or reload the series)", f)
 
 
 def show_3d(segmentation_node: Any, show: bool = True) -> None:
