@@ -21,26 +21,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="case folder: cnn_result.json, gradcam.nrrd, gradcam.png (beside segment's outputs)")
 
 
-def overlay_png(ct: Any, mask: Any, heat: Any, k: int, path: Path, title: str = "") -> None:
-    """CT slice k (W400/L40) with the Grad-CAM map (jet, semi-transparent) and the tumor outline."""
-    import matplotlib
+def overlay_png(ct: Any, mask: Any, heat: Any, k: int, path: Path, title: str = "", *, model: str = "",
+                mark: str | None = None) -> None:
+    """CT slice k (W400/L40) with the Grad-CAM map (jet, semi-transparent), the tumor outline,
+    a colour bar, the slice's orientation letters, the model's name and the SYNTHETIC/demo mark."""
+    from ..evaluation.plots import plot_gradcam, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_path
-
-    img = np.clip((np.asarray(ct.array[k], np.float32) - (40 - 200)) / 400, 0, 1)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(img, cmap="gray", interpolation="nearest")
-    ax.imshow(np.ma.masked_less_equal(heat.array[k], 0.05), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    ax.contour(np.asarray(mask.array[k]) > 0, levels=[0.5], colors="white", linewidths=0.8)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    fig = plot_gradcam(np.asarray(ct.array[k], np.float32), np.asarray(heat.array[k], np.float32),
+                       np.asarray(mask.array[k]) > 0, direction=ct.direction,
+                       spacing_xy=(float(ct.spacing_xyz[0]), float(ct.spacing_xyz[1])), model=model, title=title,
+                       mark=mark)
+    save_figure(fig, Path(path).with_suffix(""), formats=("png",), dpi=100)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_image(heat, out / "gradcam.nrrd")
     k = result["roi"]["slice_index"]
+    from ..evaluation.plots import mark_text
+
     overlay_png(ct, mask, heat, k, out / "gradcam.png",
-                f"P(high risk) = {result['probability_high_risk']:.2f} ({result['group']}), slice {k}")
+                f"P(high risk) = {result['probability_high_risk']:.2f} ({result['group']}), slice {k}",
+                model=model.card.name, mark=mark_text(bool(ct.metadata.get("synthetic")), bool(model.card.demo)))
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["outputs"] = {"gradcam": "gradcam.nrrd", "overlay": "gradcam.png"}
     result["provenance"] = provenance(model=model.card.name, model_sha256=model.card.sha256,

@@ -70,6 +70,16 @@ def binary_labels(col, name: str = "label", source: str | Path | None = None):
                          f"benign/malignant; found {sorted(values)[:5]}", source) from None
 
 
+def class_names(label_col: str) -> tuple[str, str]:
+    """How the negative and positive class of a label column are called on figures."""
+    k = label_col.lower()
+    if "risk" in k:
+        return ("WHO low risk", "WHO high risk")
+    if "malign" in k or "benign" in k:
+        return ("benign", "malignant")
+    return (f"{label_col} = 0", f"{label_col} = 1")
+
+
 def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str | Path, *,
                          threshold: float | None = None, threshold_df=None, ci_method: str = "delong",
                          title: str = "evaluation", synthetic: bool = False, demo: bool = False,
@@ -101,6 +111,7 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
     y_raw = df[label_col].to_numpy()
     y, scores = check_binary(y_raw, *[df[c].to_numpy() for c in score_cols], what="scores")
     score_map = dict(zip(score_cols, scores))
+    mark = plots.mark_text(synthetic, demo)  # drawn on every figure, not only the report's first page
     summary: dict[str, Any] = {"title": title, "predictions": predictions_name, "label_col": label_col,
                                "score_cols": score_cols, "n": int(y.size), "n_pos": int(y.sum()),
                                "n_neg": int((1 - y).sum()), "synthetic": synthetic, "demo": demo,
@@ -139,8 +150,9 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
         rows = metrics_rows(m)
         summary["threshold_metrics"][f"{c} (threshold {thr:.4g}; TP {m['tp']} FP {m['fp']} TN {m['tn']} FN {m['fn']})"] = rows
         metric_rows += [{"model": c, "threshold": thr, **r} for r in rows]
-        plots.save_figure(plots.plot_confusion(m["tp"], m["fp"], m["tn"], m["fn"],
-                                               title=f"{c} at threshold {thr:.3g}"), out / f"confusion_{_safe(c)}")
+        plots.save_figure(plots.plot_confusion(m["tp"], m["fp"], m["tn"], m["fn"], labels=class_names(label_col),
+                                               title=f"{c} at threshold {thr:.3g}", mark=mark),
+                          out / f"confusion_{_safe(c)}")
     summary["mcnemar"] = []
     for i, a in enumerate(score_cols):
         for b in score_cols[i + 1:]:
@@ -158,13 +170,13 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
             summary["brier"][c] = brier_score(y, s)
             curve = calibration_curve(y, s, n_bins=min(10, max(2, y.size // 10)), strategy="quantile")
             summary["calibration"][c] = curve
-            plots.save_figure(plots.plot_calibration(curve, summary["brier"][c], title=f"Calibration: {c}"),
+            plots.save_figure(plots.plot_calibration(curve, summary["brier"][c], title=f"Calibration: {c}", mark=mark),
                               out / f"calibration_{_safe(c)}")
             dc = net_benefit(y, s)
             summary["decision_curve"][c] = dc
-            plots.save_figure(plots.plot_decision_curve(dc, title=f"Decision curve: {c}"),
+            plots.save_figure(plots.plot_decision_curve(dc, title=f"Decision curve: {c}", mark=mark),
                               out / f"decision_curve_{_safe(c)}")
-    plots.save_figure(plots.plot_roc(y, score_map, title=title), out / "roc")
+    plots.save_figure(plots.plot_roc(y, score_map, title=title, mark=mark), out / "roc")
     if readers:
         summary["reader_study"] = _readers(df, y, score_map[score_cols[0]], readers, aided or {}, reader_threshold)
         summary["reader_study"]["model_column"] = score_cols[0]
@@ -184,10 +196,11 @@ def evaluate_predictions(df, label_col: str, score_cols: list[str], out_dir: str
             fr = pd.read_csv(froc_table)
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read FROC table: {e}", froc_table) from e
-        plots.save_figure(plots.plot_froc(fr), out / "froc")
+        plots.save_figure(plots.plot_froc(fr, mark=mark), out / "froc")
         summary["froc"] = fr.to_dict(orient="records")
     for i, log_path in enumerate(training_logs or []):
-        plots.save_figure(plots.plot_training_curves(log_path, title=f"Training: {Path(log_path).parent.name}"),
+        plots.save_figure(plots.plot_training_curves(log_path, title=f"Training: {Path(log_path).parent.name}",
+                                                     mark=plots.mark_from_cards(Path(log_path).parent) or mark),
                           out / f"training_curves_{i + 1}")
     summary["provenance"] = provenance(params={"threshold": threshold, "ci_method": ci_method})
     atomic_write_json(out / "summary.json", summary)

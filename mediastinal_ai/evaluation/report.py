@@ -66,6 +66,15 @@ def _read_csv(path: Path) -> list[dict[str, Any]] | None:
 def _fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.{digits}f}"
+    if isinstance(v, str) and ("." in v or "e" in v.lower()) and digits + 3 < len(v) <= 32:
+        try:  # numbers read back from CSV are text: round them too ("0.7234234234" → "0.723")
+            x = float(v)
+        except ValueError:
+            return v
+        if math.isfinite(x) and v.strip().lower() not in ("inf", "nan", "infinity"):
+            return f"{x:.{digits}g}" if abs(x) >= 10 ** digits or (x != 0 and abs(x) < 10 ** -digits) \
+                else f"{x:.{digits}f}"
+        return v
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt(x, digits) for x in v)
     if isinstance(v, dict):
@@ -101,10 +110,11 @@ def _png(fig) -> bytes:
 
 
 # ----------------------------------------------------------------------------- case content
-def _key_images(ct, mask, gradcam) -> list[tuple[str, bytes]]:
+def _key_images(ct, mask, gradcam, mark: str | None = None, model: str = "") -> list[tuple[str, bytes]]:
     """CT key image (slice of largest tumor area, W400/L40) with the segment outline, and the
-    Grad-CAM overlay on the same slice when given."""
-    from .plots import _plt
+    Grad-CAM overlay on the same slice when given (colour bar, orientation letters, model name);
+    both carry the SYNTHETIC/demo ``mark``."""
+    from .plots import _plt, orientation_letters, plot_gradcam, stamp
 
     plt = _plt()
     arr = np.asarray(ct.array, dtype=float)
@@ -121,25 +131,26 @@ def _key_images(ct, mask, gradcam) -> list[tuple[str, bytes]]:
     if m is not None and m[k].any():
         ax.contour(m[k].astype(float), levels=[0.5], colors=["#ff3030"], linewidths=1.2)
     ax.set_title(f"CT slice {k} (W400/L40)" + (", tumor outline" if m is not None and m[k].any() else ""))
+    letters = orientation_letters(ct.direction)
+    for where, (x, y, ha, va) in {"top": (0.5, 0.98, "center", "top"), "bottom": (0.5, 0.02, "center", "bottom"),
+                                  "left": (0.02, 0.5, "left", "center"), "right": (0.98, 0.5, "right", "center")}.items():
+        ax.text(x, y, letters[where], transform=ax.transAxes, ha=ha, va=va, color="yellow", fontsize=11,
+                weight="bold")
     ax.axis("off")
-    out.append(("CT key image", _png(fig)))
+    out.append(("CT key image", _png(stamp(fig, mark))))
     if gradcam is not None:
         g = np.asarray(gradcam.array, dtype=float)
         if g.shape == arr.shape:
-            fig, ax = plt.subplots(figsize=(5, 5 * arr.shape[1] * aspect / arr.shape[2]))
-            ax.imshow(arr[k], cmap="gray", vmin=-160, vmax=240, aspect=aspect)
-            ax.imshow(np.ma.masked_less_equal(g[k], 0.05 * max(g.max(), 1e-9)), cmap="jet", alpha=0.45, aspect=aspect)
-            if m is not None and m[k].any():
-                ax.contour(m[k].astype(float), levels=[0.5], colors=["white"], linewidths=0.8)
-            ax.set_title(f"Grad-CAM, slice {k}")
-            ax.axis("off")
+            fig = plot_gradcam(arr[k], g[k], m[k] if m is not None else None, direction=ct.direction,
+                               spacing_xy=(sx, sy), model=model, title=f"Grad-CAM, slice {k}", mark=mark)
             out.append(("Grad-CAM overlay", _png(fig)))
         elif g.ndim == 2:
-            fig, ax = plt.subplots(figsize=(4, 4))
-            ax.imshow(g, cmap="jet")
-            ax.set_title("Grad-CAM (ROI)")
+            fig, ax = plt.subplots(figsize=(4.6, 4))
+            hm = ax.imshow(g, cmap="jet")
+            fig.colorbar(hm, ax=ax, fraction=0.046, pad=0.04).set_label("Grad-CAM", fontsize=8)
+            ax.set_title("Grad-CAM (ROI)" + (f"\nmodel: {model}" if model else ""), fontsize=8)
             ax.axis("off")
-            out.append(("Grad-CAM overlay", _png(fig)))
+            out.append(("Grad-CAM overlay", _png(stamp(fig, mark))))
         else:
             log.warning("Grad-CAM grid %s differs from CT %s: left out", g.shape, arr.shape)
     return out
@@ -193,7 +204,13 @@ def case_from_parts(parts: dict[str, Any], lesions, ct, mask, gradcam, *, case_i
     ``synthetic=None`` → detected from the CT metadata or the results' own flags."""
     models: list[dict[str, Any]] = []
     _models_in({k: v for k, v in parts.items() if v}, models)
-    uniq = {(m["model"], m["sha256"]): m for m in models}
+    uniq: dict[Any, dict[str, Any]] = {}
+    for m in models:  # one row per model: the same model named with and without its sha256 is one
+        prev = uniq.get(m["model"])
+        if prev is None or (not prev["sha256"] and m["sha256"]):
+            uniq[m["model"]] = {**m, "demo": m["demo"] or bool(prev and prev["demo"])}
+        elif m["demo"]:
+            prev["demo"] = True
     if synthetic is None:
         synthetic = bool(ct is not None and ct.metadata.get("synthetic")) \
             or any(bool(isinstance(v, dict) and (v.get("synthetic") or (v.get("inputs") or {}).get("synthetic")))
@@ -311,17 +328,30 @@ class _Doc:
                         cols: list[str] = []
                         for r in val:
                             cols += [c for c in r if c not in cols]
-                        for start in range(0, len(val), 30):
-                            chunk = val[start:start + 30]
-                            h = 0.022 * (len(chunk) + 1)
-                            fig, y = self._need(plt, pdf, fig, y, h)
-                            ax = fig.add_axes([0.06, y - h, 0.88, h])
+                        head, rows_txt, widths = _wrapped_table(cols, val)
+                        line_h = 0.0125
+                        heights = [max(len(x) for x in r) for r in rows_txt]
+                        start = 0
+                        while start < len(rows_txt):  # as many rows as fit on the page
+                            hh = line_h * max(len(x) for x in head) + 0.004
+                            end = start
+                            while end < len(rows_txt) and (end == start or hh + line_h * heights[end] + 0.004 < 0.8):
+                                hh += line_h * heights[end] + 0.004
+                                end += 1
+                            fig, y = self._need(plt, pdf, fig, y, hh)
+                            ax = fig.add_axes([0.06, y - hh, 0.88, hh])
                             ax.axis("off")
-                            t = ax.table(cellText=[[_fmt(r.get(c))[:40] for c in cols] for r in chunk],
-                                         colLabels=[c[:24] for c in cols], loc="upper left", cellLoc="left")
+                            t = ax.table(cellText=[["\n".join(x) for x in r] for r in rows_txt[start:end]],
+                                         colLabels=["\n".join(x) for x in head], colWidths=widths,
+                                         loc="upper left", cellLoc="left", bbox=[0, 0, 1, 1])
                             t.auto_set_font_size(False)
                             t.set_fontsize(6.5)
-                            y -= h + 0.02
+                            units = [max(len(x) for x in head)] + heights[start:end]
+                            tot = sum(units)
+                            for (ri, _ci), cell in t.get_celld().items():
+                                cell.set_height(units[ri] / tot)
+                            y -= hh + 0.02
+                            start = end
                     elif kind == "image":
                         img = mpimg.imread(io.BytesIO(val[1]), format="png")
                         h = min(0.42, 0.88 * img.shape[0] / img.shape[1] * 8.27 / 11.69)
@@ -354,6 +384,20 @@ class _Doc:
         return fig, y
 
 
+def _wrapped_table(cols: list[str], rows: list[dict[str, Any]], total_chars: int = 120):
+    """Header and cells wrapped into lines (nothing cut off), with relative column widths:
+    each column gets a share of ``total_chars`` by its longest entry (at least 6, at most 48)."""
+    texts = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    longest = [max([len(str(c))] + [len(t[i]) for t in texts]) for i, c in enumerate(cols)]
+    share = [min(48, max(6, n)) for n in longest]
+    scale = min(1.0, total_chars / max(1, sum(share)))
+    width = [max(6, int(w * scale)) for w in share]
+    head = [_wrap(str(c), w) for c, w in zip(cols, width)]
+    cells = [[_wrap(t, w) if t else [""] for t, w in zip(row, width)] for row in texts]
+    tot = sum(width)
+    return head, cells, [w / tot for w in width]
+
+
 def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
@@ -381,7 +425,12 @@ def render_case_report(c: dict[str, Any], out_dir: Path) -> list[Path]:
     doc = _Doc(f"MediastinalAI case report — {c['case_id']}", banners)
     s = doc.section("Key image")
     if c["ct"] is not None:
-        for title, png in _key_images(c["ct"], c["mask"], c["gradcam"]):
+        from .plots import mark_text
+
+        cnn = c["parts"].get("cnn") or {}
+        cnn_model = cnn.get("model") if isinstance(cnn.get("model"), str) else (cnn.get("model") or {}).get("name", "")
+        for title, png in _key_images(c["ct"], c["mask"], c["gradcam"], mark=mark_text(c["synthetic"], c["demo"]),
+                                      model=cnn_model or ""):
             s.append(("image", (title, png)))
     else:
         s.append(("notrun", "no CT available (put ct.nrrd in the case folder or pass the CT)"))
@@ -421,8 +470,23 @@ def render_case_report(c: dict[str, Any], out_dir: Path) -> list[Path]:
                             for m in c["models"]]))
     else:
         s.append(("notrun", "no model results in this folder"))
-    s.append(("text", f"Source: {c['folder']}"))
+    src = _source_folder(c["folder"], c["case_id"])
+    if src:
+        s.append(("text", f"Source: {src}"))
     return _write(doc, out_dir, "report")
+
+
+def _source_folder(folder: str, case_id: str) -> str:
+    """Where the case's results live for the reader of the report. The batch runner writes a
+    case in ``<out>/.work/<case>.<random>`` and then publishes it as ``<out>/cases/<case>``: the
+    report names the published folder, never the temporary one."""
+    if not folder:
+        return ""
+    p = Path(folder)
+    if ".work" in p.parts:
+        i = p.parts.index(".work")
+        return str(Path(*p.parts[:i]) / "cases" / case_id)
+    return str(p)
 
 
 def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -486,7 +550,10 @@ def write_cohort_report(eval_dir: str | Path, out_dir: str | Path | None = None)
     else:
         s.append(("notrun", "scores are not probabilities in [0, 1]: calibration not computed"))
     s = doc.section("Plots")
-    for p in sorted(d.glob("*.png")):
+    order = ("roc", "confusion", "calibration", "decision_curve", "froc", "training_curves")
+    rank = {n: i for i, n in enumerate(order)}
+    for p in sorted(d.glob("*.png"), key=lambda q: (next((rank[n] for n in order if q.stem.startswith(n)),
+                                                          len(order)), q.stem)):
         s.append(("image", (p.stem.replace("_", " "), p.read_bytes())))
     s = doc.section("Per-case table")
     rows = _read_csv(d / "predictions.csv") or []

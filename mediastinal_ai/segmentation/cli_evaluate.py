@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         df.to_csv(tmp, index=False)
     with atomic_path(out / "froc.csv") as tmp:
         fr.to_csv(tmp, index=False)
-    _plot_froc(fr, out / "froc.png")
+    synthetic = bool(rows) and all(bool(c.synthetic) for c in read_manifest(args.manifest)
+                                   if c.case_id in set(df["case_id"]))
+    _plot_froc(fr, out / "froc.png", synthetic=synthetic)
     summary = {k: {"mean": float(np.nanmean(df[k])), "sd": float(np.nanstd(df[k]))}
                for k in ("dice", "iou", "precision", "recall")}
     summary.update(cases=len(df), missing_predictions=missing,
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_froc(fr, path) -> None:
+def _plot_froc(fr, path, synthetic: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +91,10 @@ def _plot_froc(fr, path) -> None:
     ax.set_ylabel("lesion sensitivity")
     ax.set_ylim(0, 1.02)
     ax.set_title("FROC (lesion-wise, one-to-one IoU matching)")
+    from ..evaluation.plots import mark_text, stamp
+
+    stamp(fig, mark_text(synthetic=synthetic))
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
