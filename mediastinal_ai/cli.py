@@ -43,6 +43,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default (``(default: …)``) unless its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "default" in text.lower() or not action.option_strings:
+            return text
+        if action.default is None or action.default is argparse.SUPPRESS or isinstance(action.default, bool):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Options without a help text still get a line, so their default is shown."""
+    for a in parser._actions:
+        if a.help is None and a.option_strings and a.default is not None and a.default is not argparse.SUPPRESS \
+                and not isinstance(a.default, bool):
+            a.help = "default: %(default)s"
+
+
 def _top_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -89,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mediastinal-ai: missing dependency {e.name!r}; install with: pip install 'mediastinal-ai[all]'",
               file=sys.stderr)
         return 2
-    sub = argparse.ArgumentParser(prog=f"mediastinal-ai {gargs.command}", description=help_text)
+    sub = argparse.ArgumentParser(prog=f"mediastinal-ai {gargs.command}", description=help_text,
+                                  formatter_class=DefaultsHelpFormatter)
     module.add_arguments(sub)
+    show_defaults(sub)
     args = sub.parse_args(rest)
     new_out = _new_out_dir(args)
     try:

@@ -4,7 +4,8 @@ Columns (only ``case_id`` and ``ct`` are required; the rest is used by the tasks
 
 ============== ===================================================================
 case_id        unique id (file-name safe)
-ct             CT path (DICOM folder, .nii/.nii.gz, .nrrd, .mha); relative to the CSV
+ct             CT path (DICOM folder, .nii/.nii.gz, .nrrd, .mha); relative to the CSV's folder
+               (read as an absolute path, so a "not found" error names where it looked)
 mask           tumor mask (reader 1), same grid as the CT
 mask_reader2   second reader's mask (inter-observer ICC feature stability)
 mask_reader1_repeat   reader 1's repeat outline, e.g. two weeks later (intra-observer ICC)
@@ -131,7 +132,7 @@ def read_manifest(path: str | Path, strict: bool = True) -> list[Case] | tuple[l
                 raise InputError(f"row {i} has {len(extra)} more field(s) than the header ({', '.join(map(repr, extra[:3]))}"
                                  "): an unquoted comma? Use a dot as decimal separator and quote text with commas",
                                  path)
-            c = parse_row(d, i, path.parent, path)
+            c = parse_row(d, i, path.absolute().parent, path)  # absolute: errors show where we looked
             if c.case_id in seen:
                 raise InputError(f"row {i}: duplicate case_id {c.case_id!r}", path)
             seen.add(c.case_id)

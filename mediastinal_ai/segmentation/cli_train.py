@@ -10,8 +10,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (weights, card, checkpoint, log, curves)")
     p.add_argument("--config", default="segmentation_paper",
                    help="YAML config: shipped 'segmentation_paper' (default) or 'segmentation_demo', or a path")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: the config's (segmentation_paper 300, segmentation_demo 80)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: the config's (segmentation_paper 3, segmentation_demo 4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--name", default="seg-unet3d", help="model name in the card")
