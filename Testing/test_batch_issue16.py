@@ -225,29 +225,42 @@ def test_sigterm_is_graceful_and_resumable(tmp_path):
 # ----------------------------------------------------------------------------- 3. worker death
 @pytest.mark.slow
 def test_case_that_kills_its_worker_fails_alone(tmp_path):
+    """c1 crashes in native code (abort), c3 runs out of memory (the nanny kills it; the worker's
+    limit is lowered to ~900 MB through Dask's own config for this run only): both are failed
+    rows with the reason, the healthy cases queued on the same dying worker still finish."""
+    from distributed.system import MEMORY_LIMIT  # what LocalCluster's memory_limit='auto' starts from
+
     (tmp_path / "issue16_crash.py").write_text(
-        "import os\nfrom mediastinal_ai.batch.steps import Step, register\n"
-        "def run(ctx):\n    if ctx.spec.case_id == 'c1':\n        os.abort()\n    ctx.results['fine'] = 1\n"
-        "register(Step('crash16', run, help='test: a native crash'))\n")
+        "import os, time\nimport numpy as np\nfrom mediastinal_ai.batch.steps import Step, register\n"
+        "def run(ctx):\n    if ctx.spec.case_id == 'c1':\n        os.abort()\n"
+        "    if ctx.spec.case_id == 'c3':  # up to 2 GB, then held: the nanny kills it at ~900 MB\n"
+        "        hog = []\n        for _ in range(40):\n"
+        "            hog.append(np.ones(50 * 2**20 // 8))\n            time.sleep(0.05)\n"
+        "        time.sleep(120)\n"
+        "    ctx.results['fine'] = 1\n"
+        "register(Step('crash16', run, help='test: a native crash and an out-of-memory case'))\n")
     d = tmp_path / "in"
     d.mkdir()
-    for k in range(3):
+    for k in range(4):
         synthetic_ct_file(d / f"c{k}.nii.gz", seed=k)
     out = tmp_path / "out"
     scratch = tmp_path / "tmp"  # TMPDIR of the run: Dask's scratch must stay under --out
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "TMPDIR": str(scratch)}
+           "TMPDIR": str(scratch), "DASK_DISTRIBUTED__WORKER__MEMORY__TERMINATE": str(900e6 / MEMORY_LIMIT),
+           "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False", "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
+           "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False"}
     r = subprocess.run([*CLI, "run", "--input", str(d), "--out", str(out), "--steps", "crash16", "--workers", "1",
-                        "--plugin", "issue16_crash"], capture_output=True, text=True, env=env, timeout=240)
+                        "--plugin", "issue16_crash"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "2 ok" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr
-    assert "worker process died" in r.stdout
+    assert "2 ok" in r.stdout and "2 failed" in r.stdout, r.stdout + r.stderr
+    assert "worker process died" in r.stdout and "out of memory" in r.stdout
     rows = {row["case_id"]: row for row in csv.DictReader((out / "results.csv").open())}
-    assert rows["c1"]["status"] == "failed" and rows["c1"]["error_type"] == "WorkerDied"
+    assert rows["c1"]["status"] == rows["c3"]["status"] == "failed"
+    assert rows["c1"]["error_type"] == rows["c3"]["error_type"] == "WorkerDied"
     assert rows["c0"]["status"] == rows["c2"]["status"] == "ok"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["complete"] and (summary["ok"], summary["failed"]) == (2, 1)
+    assert summary["complete"] and (summary["ok"], summary["failed"]) == (2, 2)
     assert sorted((out / "cases").iterdir()) == [out / "cases" / "c0", out / "cases" / "c2"]
     assert not (out / ".work").exists()
     assert not list(scratch.iterdir()), list(scratch.iterdir())

@@ -432,8 +432,15 @@ def _start_ticker(out: Path, bar: _Progress, every_s: float = 2.0) -> Callable[[
 
 
 def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
+    import dask
     from distributed import Client, as_completed
 
+    # SpecCluster closes a worker's nanny for good when no worker of that name is back
+    # ``distributed.deploy.lost-worker-timeout`` (15 s) after one was lost. With cases that kill
+    # workers in a row (the reruns below) that check could fall inside a restart: the nanny was
+    # closed, the cluster had no worker left and the run waited forever. The nanny restarts its
+    # worker itself, so the cluster never needs to give up on it during a run.
+    keep_nannies = dask.config.set({"distributed.deploy.lost-worker-timeout": "30 days"})
     quiet = None
     if not log.isEnabledFor(logging.DEBUG):
         # Dask logs a dying worker as ERRORs naming every case it held ("marked as failed"), even
@@ -464,7 +471,14 @@ def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
                 fut.release()
         # A dying worker takes every case queued on it along; run those again one at a time, so a
         # death now is the case's own: it is recorded as failed and the others still finish.
-        for c in lost:
+        for k, c in enumerate(lost):
+            if cluster is not None:
+                try:
+                    client.wait_for_workers(1, timeout=300)
+                except Exception as e:  # noqa: BLE001 - no worker came back: fail the rest, never wait forever
+                    for rest in lost[k:]:
+                        done(_worker_died_row(rest, steps, RuntimeError(f"no Dask worker could be started ({e})")))
+                    break
             fut = submit(c)
             try:
                 done(fut.result())
@@ -478,6 +492,7 @@ def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
             cluster.close()
         if quiet is not None:
             logging.getLogger("distributed").setLevel(quiet)
+        keep_nannies.__exit__(None, None, None)
 
 
 def _worker_died_row(spec: CaseSpec, steps: list[str], e: BaseException) -> dict[str, Any]:
