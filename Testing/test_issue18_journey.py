@@ -173,7 +173,8 @@ def test_train_cnn_card_has_held_out_test_split_sizes_manifest_sha_and_predictio
     # the card's threshold is the one evaluate --threshold-from picks on the validation table
     from mediastinal_ai.evaluation import youden_threshold
 
-    assert m["threshold"] == pytest.approx(youden_threshold(val.high_risk.to_numpy(), val.p_high_risk_cnn.to_numpy()))
+    assert m["threshold"] == pytest.approx(youden_threshold(val.high_risk.to_numpy(), val.p_high_risk_cnn.to_numpy()),
+                                           abs=1e-12)
 
 
 def test_segmentation_card_written_by_the_trainer_path_says_synthetic_and_has_licence(tmp_path):

@@ -304,7 +304,7 @@ def held_out_evaluation(data: RoiDataset, out: Path, weights: Path, device: str,
         scores[kind] = (y, p)
         df = pd.DataFrame({"case_id": [data.case_ids[i] for i in idx], "split": split,
                            "who_risk": ["high" if v else "low" for v in y], "high_risk": y.astype(int),
-                           "p_high_risk_cnn": np.round(p.astype(float), 6)})
+                           "p_high_risk_cnn": p.astype(float)})  # full precision: --threshold-from = card
         df["synthetic"] = bool(card.training_data.get("synthetic", False))
         tables[kind] = out / f"{kind}_predictions.csv"
         with atomic_path(tables[kind]) as tmp:

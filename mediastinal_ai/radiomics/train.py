@@ -161,7 +161,7 @@ def write_prediction_tables(res: TrainResult, labels: dict[str, str], out: Path,
         df = pd.DataFrame({"case_id": ids, "split": split, "who_risk": [labels[c] for c in ids],
                            "high_risk": [LABELS[labels[c]] for c in ids]})
         for name, p in preds.items():
-            df[score_column(name)] = np.round(np.asarray(p, float), 6)
+            df[score_column(name)] = np.asarray(p, float)  # full precision, as the model gave them
         df["synthetic"] = bool(synthetic)
         path = out / f"{kind}_predictions.csv"
         with atomic_path(path) as tmp:
