@@ -1179,3 +1179,26 @@ def test_dicom_seg_refuses_a_ct_moved_after_loading_from_the_dicom_browser(scene
     ct.SetAttribute("DICOM.instanceUIDs", " ".join(reversed(uids)))  # slices and UIDs out of step
     with pytest.raises(InputError, match="mm away"):
         logic.dicomSourceFiles(ct)
+
+
+def test_radiomics_risk_in_a_child_reports_each_image_type_and_matches_in_process(scene, tmp_path):
+    """'Predict risk' (radiomics) in the child extracts the model's features one image type at a
+    time (progress after each) and gives the same probability as one in-process extraction."""
+    pytest.importorskip("radiomics", reason="pyradiomics is not installed")
+    from mediastinal_ai.mrml import radiomics as mrml_radiomics
+    from mediastinal_ai.radiomics.model_io import load_model
+    from mediastinal_ai.radiomics.params import load_params
+
+    logic = _load("MediastinalAIRadiomics").MediastinalAIRadiomicsLogic()
+    ct, segmentation, segment_id = _real_ct_case(scene)
+    args = logic.prepareJob(str(tmp_path), "radiomics-risk", ct, segmentation, segment_id, model=None)
+    events, output = _run_child_like_the_runner(_load("MediastinalAI"), args)
+    _check_progress(events, output)
+    image_types = load_params(load_model(None).params)["imageType"]
+    n_parts = sum(len((o or {}).get("sigma") or [0]) if t == "LoG" else 1 for t, o in image_types.items())
+    parts = [m for _, m in events["progress"] if m.startswith("radiomics features:")]
+    assert len(parts) == n_parts >= 2, parts
+    _, child = logic.publishJob(str(tmp_path), ct, segmentation, segment_id)
+    _, here = mrml_radiomics.predict_risk(scene, ct, segmentation, segment_id)
+    assert child["probability_high_risk"] == pytest.approx(here["probability_high_risk"], abs=1e-9)
+    assert child["group"] == here["group"] and child["n_features_extracted"] == here["n_features_extracted"]

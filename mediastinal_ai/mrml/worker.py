@@ -182,10 +182,17 @@ def run_job(job: dict[str, Any], run_dir: Path, progress: ProgressCallback | Non
                                 params.get("lesion_site"), model=model, device=params.get("device", "cpu"))
     elif task == "radiomics-risk":
         from ..radiomics.model_io import load_model
-        from ..radiomics.predict import predict_risk
+        from ..radiomics.predict import check_card_params, predict_risk
 
         m = load_model(model)
-        result = predict_risk(ct, mask, model=m, progress=progress, source=source)
+        check_card_params(m)  # before minutes of extraction
+
+        def extraction(fraction: float, message: str = "") -> None:  # 0..1 of the extraction → 2..90 %
+            report(progress, 0.02 + 0.88 * fraction, message)
+
+        feats = extract_all_features(ct, mask, m.params, progress=extraction, source=source)
+        report(progress, 0.92, "predicting")
+        result = predict_risk(ct, mask, model=m, source=source, features=feats)
         warnings = radiomics_warnings((m.card.extra or {}).get("packages"))
         if warnings:
             result["warnings"] = [*result.get("warnings", []), *warnings]

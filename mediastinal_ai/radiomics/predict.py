@@ -30,8 +30,11 @@ def check_card_params(m: RadiomicsModel) -> None:
 
 
 def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: ProgressCallback | None = None,
-                 source: str | Path | None = None) -> dict[str, Any]:
+                 source: str | Path | None = None, features: dict[str, float] | None = None) -> dict[str, Any]:
     """Extract the model's features (with the model's own parameter file) and predict.
+
+    ``features``: already extracted with the model's parameter file (the Slicer worker extracts
+    them one image type at a time, for progress); then nothing is extracted here.
 
     Returns ``probability_high_risk``, ``group`` ("low"/"high"), ``features`` (selected
     features: value, standardised value, contribution to P(high); see
@@ -45,8 +48,11 @@ def predict_risk(ct: Volume, mask: Volume, model: Any = None, *, progress: Progr
 
     m = _as_model(model)
     check_card_params(m)
-    report(progress, 0.05, "extracting radiomics features")
-    feats = extract_features(ct, mask, m.params, source=source)
+    if features is None:
+        report(progress, 0.05, "extracting radiomics features")
+        feats = extract_features(ct, mask, m.params, source=source)
+    else:
+        feats = dict(features)
     missing = [f for f in m.input_features if f not in feats]
     if missing:
         raise ModelError(f"the extraction did not produce {len(missing)} features the model needs "
