@@ -235,9 +235,17 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ lifecycle
     def cleanup(self):
+        self._dropPendingThreshold()
         if self._runner is not None:
             self._runner.cancel()
         self.removeObservers()
+
+    def _dropPendingThreshold(self):
+        """A slider value not applied yet belongs to the scene/widget going away."""
+        self._pendingThreshold = None
+        timer = getattr(self, "_thresholdTimer", None)
+        if timer is not None:
+            timer.stop()
 
     def enter(self):
         if self.logic is not None:
@@ -251,6 +259,7 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         # A job's nodes belong to the scene being closed: stop it, and import nothing afterwards.
+        self._dropPendingThreshold()
         if self._job is not None and self._runner.isRunning():
             self._job["sceneClosed"] = True
             self._runner.cancel()

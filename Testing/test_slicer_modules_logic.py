@@ -1026,8 +1026,14 @@ def test_closing_the_scene_during_a_job_cancels_it_and_imports_nothing(scene, tm
         logic=types.SimpleNamespace(publishJob=lambda *a: imported.append(a)),
     )
     widget = getattr(mod, f"{module}Widget")
+    if module == "MediastinalAI":  # a slider value still pending is dropped with the scene
+        stopped = []
+        w._pendingThreshold, w._thresholdTimer = 0.3, types.SimpleNamespace(stop=lambda: stopped.append(True))
+        w._dropPendingThreshold = lambda: widget._dropPendingThreshold(w)
     widget.onSceneStartClose(w, None, None)
     assert cancelled == [True] and w._parameterNode is None
+    if module == "MediastinalAI":
+        assert stopped == [True] and w._pendingThreshold is None
     widget.onJobFinished(w, False, mod.CANCELLED)
     assert imported == [] and not run_dir.exists() and w._job is None
     assert "scene was closed" in (label.text + " ".join(statuses))
