@@ -100,10 +100,11 @@ def tta_flips(tta: str | bool | None, plan: Plan, device: str) -> list[tuple[int
 
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
-#: windows per network call, by measurement (benchmarks/README.md): on 2 CPU cores a batch of 4
-#: demo windows costs 0.09 s per window in bf16 against 0.22 s at batch 2 (small convolutions
-#: keep the cores busy only in batches); the published patch gains little beyond 2.
-SW_BATCH_SIZE = {"demo": 4, "published": 2}
+#: windows per network call, by measurement (benchmarks/README.md): the demo network's 84 windows
+#: of a real chest crop took 198 / 115 / 63 / 34 s of network time at batch 1 / 2 / 4 / 8 (bf16,
+#: 2 shared cores; same masks): its small convolutions fill the cores only in batches. The
+#: published network keeps batch 2 (its 48×128×128 windows are wide enough; not re-measured).
+SW_BATCH_SIZE = {"demo": 8, "published": 2}
 
 
 def cpu_has_native_bf16() -> bool:
