@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..progress import log_progress
+    from ..progress import cli_progress
     from ..taxonomy import CTC_UNIT
     from .data import FusionData, from_manifest, roi_recipe
     from .net import TINY_REGNET
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.manifest:
             raise InputError("--manifest is required (no ROI cache to read)")
-        data = from_manifest(args.manifest, args.image_size, progress=log_progress, recipe=recipe)
+        with cli_progress("ROIs") as bar:
+            data = from_manifest(args.manifest, args.image_size, progress=bar, recipe=recipe)
         if cache is not None:
             data.save(cache)
     regnet = dict(TINY_REGNET) if args.regnet == "tiny" else {"preset": args.regnet}
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                       regnet=regnet, seed=args.seed, device=args.device, name=args.name, demo=args.demo,
                       inputs=("ctc",) if args.ctc_only else ("ctc", "age", "sex", "lesion_site"),
                       ctc_unit=args.ctc_unit or CTC_UNIT)
-    m = train_repeated(data, args.out, cfg, args.repeats, progress=log_progress)
+    with cli_progress("train-fusion") as bar:
+        m = train_repeated(data, args.out, cfg, args.repeats, progress=bar)
 
     def line(tag: str, r: dict) -> str:
         a = r["binary_auc"]
