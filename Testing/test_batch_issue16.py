@@ -197,7 +197,12 @@ def _slow_plugin(tmp_path: Path) -> str:
     return "issue16_slow"
 
 
-def test_sigterm_is_graceful_and_resumable(tmp_path):
+@pytest.mark.parametrize("moment", ["at_start", "mid_case", "after_some"])
+def test_sigterm_is_graceful_and_resumable(tmp_path, moment):
+    """SIGTERM at three moments (while the command starts, inside a case, after some cases):
+    a clean "interrupted" exit, summary.json agreeing with the finished cases (a case published
+    in the instant of the signal may lack its row; it is then skipped, not lost, on resume), and
+    a rerun that ends with all 12 cases."""
     d = tmp_path / "in"
     d.mkdir()
     for k in range(12):
@@ -207,19 +212,28 @@ def test_sigterm_is_graceful_and_resumable(tmp_path):
     args = [*CLI, "run", "--input", str(d), "--out", str(out), "--steps", "slow16", "--workers", "0",
             "--plugin", _slow_plugin(tmp_path)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ready = {"at_start": lambda: True,
+             "mid_case": lambda: (out / ".work").is_dir() and any(x.name.startswith("c") for x in (out / ".work").iterdir()),
+             "after_some": lambda: len(list((out / "cases").glob("*/case.json"))) >= 2}[moment]
     deadline = time.time() + 60
-    while time.time() < deadline and len(list((out / "cases").glob("*/case.json"))) < 2:
-        time.sleep(0.05)
+    if moment == "at_start":
+        time.sleep(1.0)  # the interpreter is up and the CLI is importing its modules
+    while time.time() < deadline and not ready():
+        time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=60)
-    assert p.returncode != 0 and p.returncode != -signal.SIGTERM, (p.returncode, stderr)
+    assert p.returncode in (2, 130), (p.returncode, stderr)  # 2: the batch said "interrupted", 130: the CLI did
     assert "interrupted" in stderr and "Traceback" not in stderr
-    summary = json.loads((out / "summary.json").read_text())
     done = len(list((out / "cases").glob("*/case.json")))
-    assert not summary["complete"] and summary["ok"] == done and 0 < done < 12
+    assert done < 12
+    if (out / "summary.json").exists():
+        summary = json.loads((out / "summary.json").read_text())
+        assert not summary["complete"] and summary["ok"] in (done, done - 1), (summary, done)
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"{done} skipped" in r.stdout
+    assert f"12 case(s): {12 - done} ok, {done} skipped" in r.stdout, r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["ok"] + summary["skipped"] == 12
 
 
 # ----------------------------------------------------------------------------- 3. worker death
