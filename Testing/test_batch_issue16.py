@@ -278,3 +278,29 @@ def test_case_that_kills_its_worker_fails_alone(tmp_path):
     assert sorted((out / "cases").iterdir()) == [out / "cases" / "c0", out / "cases" / "c2"]
     assert not (out / ".work").exists()
     assert not list(scratch.iterdir()), list(scratch.iterdir())
+
+
+@pytest.mark.slow
+def test_dead_case_leaves_no_running_marker(tmp_path, monkeypatch):
+    """A case whose worker died cannot clear its '.work/running/<case>.json' itself; the run
+    must, or the progress line shows it as 'still in step …' for the rest of the run."""
+    (tmp_path / "issue16_abort.py").write_text(
+        "import os\nfrom mediastinal_ai.batch.steps import Step, register\n"
+        "def run(ctx):\n    if ctx.spec.case_id == 'c1':\n        os.abort()\n"
+        "register(Step('abort16', run, help='test: a native crash'))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    import importlib
+
+    importlib.import_module("issue16_abort")
+    cases = [CaseSpec(case_id=f"c{k}", ct=str(synthetic_ct_file(tmp_path / f"c{k}.nii.gz", seed=k))) for k in range(2)]
+    out = tmp_path / "out"
+    seen: dict[str, bool] = {}
+
+    def on_result(row):
+        seen[row["case_id"]] = (out / ".work" / "running" / f"{row['case_id']}.json").exists()
+
+    rows = run_cohort(cases, out, RunConfig(steps=["abort16"], workers=1, params={"plugins": ["issue16_abort"]}),
+                      on_result=on_result)
+    assert {r["case_id"]: r["status"] for r in rows} == {"c0": "ok", "c1": "failed"}
+    assert seen == {"c0": False, "c1": False}

@@ -466,6 +466,7 @@ def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
                 done(fut.result())
             except Exception:  # noqa: BLE001 - its worker died (OOM, native crash): maybe this case, maybe another
                 lost.append(spec)
+                _mark_running(out, spec.case_id, None)  # a dead worker cannot clear it: no "still in step" ghost
             finally:
                 # a finished case's row is ours now: released, Dask does not recompute it when a worker dies
                 fut.release()
@@ -483,6 +484,7 @@ def _run_dask(cases, out, steps, cfg, shas, done, run_id: str = "") -> None:
             try:
                 done(fut.result())
             except Exception as e:  # noqa: BLE001
+                _mark_running(out, c.case_id, None)
                 done(_worker_died_row(c, steps, e))
             finally:
                 fut.release()
