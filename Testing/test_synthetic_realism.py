@@ -221,7 +221,9 @@ def test_edited_yaml_errors_name_the_file_and_entry():
     for edit, expected in ((lambda P: P["classes"].pop("cyst"), "cyst"),
                            (lambda P: P["classes"]["lipoma"].update(site="left"), "lipoma.site"),
                            (lambda P: P["risk_groups"]["high"].update(p_unclear=1.7), "p_unclear"),
-                           (lambda P: P["classes"]["thymoma_A"].update(ctc=[9.0]), "thymoma_A.ctc")):
+                           (lambda P: P["classes"]["thymoma_A"].update(ctc=[9.0]), "thymoma_A.ctc"),
+                           (lambda P: P["noise"].update(correlation_mm=[0.6, 0.4]), "correlation_mm"),
+                           (lambda P: P["noise"]["sharp_kernel"].update(p=2.0), "sharp_kernel")):
         P = copy.deepcopy(appearance_params())
         edit(P)
         with pytest.raises(InputError, match=expected) as e:

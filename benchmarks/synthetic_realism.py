@@ -38,6 +38,7 @@ TISSUES = ("lung", "fat", "soft_tissue", "mediastinum", "bone")
 
 def main(argv: list[str] | None = None) -> int:
     from mediastinal_ai.io import read_ct
+    from mediastinal_ai.synthetic.generator import FOV_MM, appearance_params
     from mediastinal_ai.synthetic.realism import (
         NPS_FREQ,
         V2_PARAMETERS,
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         generator_parameters,
         matched_synthetic,
         measure,
+        resampled,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3, help="synthetic case seed (default 3)")
     ap.add_argument("--only", nargs="*", help="real series to use (default: all six)")
     ap.add_argument("--json", help="write all figures here")
-    ap.add_argument("--figure", help="write an NPS / HU figure (PNG) here")
+    ap.add_argument("--figure", help="write an NPS figure (PNG) here (matched sampling)")
+    ap.add_argument("--grid", nargs="+", choices=("matched", "coarse"), default=["matched", "coarse"],
+                    help="matched: the synthetic case at the real series' own pixel and slice size; coarse: "
+                         "both on the generator's default 128² grid (2.73 mm), the real CT resampled")
     args = ap.parse_args(argv)
     root = Path(args.real_ct)
     if not root.is_dir():
@@ -61,39 +66,59 @@ def main(argv: list[str] | None = None) -> int:
     rows, curves = [], {}
     cache: dict[tuple, object] = {}
     t0 = time.time()
-    for rel, phase, tuned in PAIRS:
-        if args.only and rel not in args.only:
-            continue
-        real_ct = read_ct(root / rel)
-        real = measure(real_ct, rel)
-        curves[rel] = {"real": real.nps["on_grid"]}
-        kernel = real_ct.metadata.get("dicom_tags", {}).get("ConvolutionKernel", "")
-        for label, over in (("v2", V2_PARAMETERS), ("v3", {})):
-            px = round(float(np.mean(real_ct.spacing_xyz[:2])), 3)
-            key = (label, phase, px, real_ct.spacing_xyz[2])
-            if key not in cache:
-                with generator_parameters(over):
-                    syn_ct = matched_synthetic(real_ct, args.seed, phase)
-                cache[key] = measure(syn_ct, f"synthetic {label} {phase} seed {args.seed}")
-            syn = cache[key]
-            d = compare(real, syn)
-            curves[rel][label] = syn.nps["on_grid"]
-            rows.append({"real": rel, "kernel": kernel if isinstance(kernel, str) else "/".join(kernel),
-                         "phase": phase, "tuned_on": tuned, "generator": label, "distances": d,
-                         "real_figures": real.summary(), "synthetic_figures": syn.summary()})
-            print(f"{rel} [{phase}] {label}: " + ", ".join(
-                f"{t} W1 {d['tissues'][t]['wasserstein_hu']}" for t in TISSUES)
-                + f"; NPS SD ratio {d['nps']['sd_ratio']}, f_mean diff {d['nps']['f_mean_diff']}, "
-                  f"shape L1 {d['nps']['shape_l1']}  ({time.time() - t0:.0f} s)", flush=True)
-    print()
-    print(table(rows))
+    sharp = {"noise": {"sharp_kernel": dict(appearance_params()["noise"]["sharp_kernel"], p=1.0)}}
+    for grid in args.grid:
+        for rel, phase, tuned in PAIRS:
+            if args.only and rel not in args.only:
+                continue
+            real_ct = read_ct(root / rel)
+            if grid == "coarse":  # the generator's default grid; the real CT resampled as segmentation does
+                real_ct = resampled(real_ct, FOV_MM / 128)
+            real = measure(real_ct, rel)
+            curves.setdefault(grid, {})[rel] = {"real": real.nps["on_grid"]}
+            kernel = read_kernel(root / rel)
+            variants = [("v2", V2_PARAMETERS), ("v3", {})]
+            if real.nps["n_rois"] and real.nps["f_peak"] > 0.3 or kernel in ("L", "B70f"):
+                variants.append(("v3 sharp-kernel option", sharp))
+            for label, over in variants:
+                px = round(float(np.mean(real_ct.spacing_xyz[:2])), 3)
+                key = (grid, label, phase, px, real_ct.spacing_xyz[2])
+                if key not in cache:
+                    with generator_parameters(over):
+                        syn_ct = matched_synthetic(real_ct, args.seed, phase)
+                    cache[key] = measure(syn_ct, f"synthetic {label} {phase} seed {args.seed}")
+                syn = cache[key]
+                d = compare(real, syn)
+                curves[grid][rel][label] = syn.nps["on_grid"]
+                rows.append({"grid": grid, "real": rel, "kernel": kernel, "phase": phase, "tuned_on": tuned,
+                             "generator": label, "distances": d, "real_figures": real.summary(),
+                             "synthetic_figures": syn.summary()})
+                print(f"[{grid}] {rel} [{phase}] {label}: " + ", ".join(
+                    f"{t} W1 {d['tissues'][t]['wasserstein_hu']}" for t in TISSUES)
+                    + f"; NPS SD ratio {d['nps']['sd_ratio']}, f_mean diff {d['nps']['f_mean_diff']}, "
+                      f"shape L1 {d['nps']['shape_l1']}  ({time.time() - t0:.0f} s)", flush=True)
+    for grid in args.grid:
+        print(f"\n{grid} grid\n")
+        print(table([r for r in rows if r["grid"] == grid]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"seed": args.seed, "rows": rows, "nps_freq_per_mm": NPS_FREQ.tolist()},
                                               indent=1, default=_plain), encoding="utf-8")
-    if args.figure:
-        figure(curves, rows, Path(args.figure))
+    if args.figure and "matched" in curves:
+        figure(curves["matched"], rows, Path(args.figure))
     return 0
+
+
+def read_kernel(path: Path) -> str:
+    """The series' reconstruction kernel (DICOM ConvolutionKernel), '' when unknown."""
+    try:
+        import pydicom
+
+        f = next(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in (".dcm", ""))
+        k = pydicom.dcmread(f, stop_before_pixels=True).get("ConvolutionKernel", "")
+    except (StopIteration, OSError, ValueError, NotADirectoryError):
+        return ""
+    return str(k) if isinstance(k, str) else "/".join(str(x) for x in k)
 
 
 def _plain(o):
@@ -107,7 +132,7 @@ def _plain(o):
 def table(rows: list[dict]) -> str:
     """Markdown table: W1 per tissue and NPS figures, v2 → v3 per real series."""
     head = ("| real series (kernel) | phase | " + " | ".join(f"W1 {t}" for t in TISSUES)
-            + " | NPS SD real / syn | NPS f̄ real / syn | NPS shape L1 |")
+            + " | NPS SD real / syn | NPS f̄ real / syn | NPS shape L1 | sharp-kernel option |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     by = {}
     for r in rows:
@@ -123,6 +148,9 @@ def table(rows: list[dict]) -> str:
         s2, s3 = g["v2"]["synthetic_figures"]["nps"], g["v3"]["synthetic_figures"]["nps"]
         cells += [f"{rn['sd_hu']} / {s2['sd_hu']} → {s3['sd_hu']}", f"{rn['f_mean']} / {s2['f_mean']} → {s3['f_mean']}",
                   f"{a['nps']['shape_l1']} → {b['nps']['shape_l1']}"]
+        sk = g.get("v3 sharp-kernel option")
+        cells.append(f"SD {sk['synthetic_figures']['nps']['sd_hu']}, L1 {sk['distances']['nps']['shape_l1']}, "
+                     f"W1 fat {sk['distances']['tissues']['fat']['wasserstein_hu']}" if sk else "")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -135,13 +163,14 @@ def figure(curves: dict, rows: list[dict], path: Path) -> None:
 
     from mediastinal_ai.synthetic.realism import NPS_FREQ
 
+    styles = {"real": ("k-", "real"), "v2": ("r--", "synthetic v2"), "v3": ("b-", "synthetic v3"),
+              "v3 sharp-kernel option": ("g:", "v3 sharp-kernel option")}
     n = len(curves)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
     for ax, (rel, c) in zip(axes[0], curves.items(), strict=True):
-        for label, style in (("real", "k-"), ("v2", "r--"), ("v3", "b-")):
+        for label, (style, name) in styles.items():
             if label in c:
-                ax.plot(NPS_FREQ, c[label], style, label={"real": "real", "v2": "synthetic v2",
-                                                          "v3": "synthetic v3"}[label])
+                ax.plot(NPS_FREQ, c[label], style, label=name)
         ax.set_title(rel.split("/")[-1], fontsize=8)
         ax.set_xlabel("cycles/mm", fontsize=8)
         ax.tick_params(labelsize=7)

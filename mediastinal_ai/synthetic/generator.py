@@ -96,6 +96,14 @@ def _check_params(P: Any) -> None:
         for k in ("p_unclear", "p_calcification", "p_heterogeneous"):
             if k in cp and not (isinstance(cp[k], (int, float)) and 0 <= cp[k] <= 1):
                 raise bad(f"classes.{c.name}.{k} must be a probability, got {cp[k]!r}")
+    cm = P["noise"].get("correlation_mm")
+    if not ((isinstance(cm, (int, float)) and cm > 0) or (isinstance(cm, list) and len(cm) == 2 and all(
+            isinstance(x, (int, float)) and x > 0 for x in cm) and cm[0] <= cm[1])):
+        raise bad(f"noise.correlation_mm must be a number > 0 or [low, high], got {cm!r}")
+    sk = P["noise"].get("sharp_kernel")
+    if sk is not None and not (isinstance(sk, dict) and isinstance(sk.get("p", 0), (int, float)) and 0 <= sk.get("p", 0) <= 1
+                               and all(isinstance(sk.get(k), list) and len(sk[k]) == 2 for k in ("sd_hu", "peak_per_mm"))):
+        raise bad(f"noise.sharp_kernel needs p (0..1), sd_hu [low, high] and peak_per_mm [low, high], got {sk!r}")
     missing = [t for t in TISSUES if t != "lesion" and t not in P["tissue_hu"]]
     if missing:
         raise bad(f"tissue_hu: missing {', '.join(missing)}")
@@ -497,12 +505,13 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
     cmin = N["min_correlation_voxels"]
     if N.get("full_min_correlation_pixel_mm"):  # fine matrices: the kernel's own grain, not a voxel floor
         cmin *= min(1.0, px / N["full_min_correlation_pixel_mm"])
-    corr = (N["correlation_mm"] / slice_thickness_mm, max(cmin, N["correlation_mm"] / px),
-            max(cmin, N["correlation_mm"] / px))
     white = rng.standard_normal(hu.shape).astype(np.float32)
     sharp = N.get("sharp_kernel") or {}
     krng = np.random.default_rng(np.random.SeedSequence([abs(int(seed)), 12]))  # own stream: same cases
     kernel = "sharp" if krng.random() < float(sharp.get("p", 0.0)) else "soft"
+    cm = N["correlation_mm"]  # one value, or a [low, high] range drawn per case (soft kernels differ)
+    cm = float(krng.uniform(*cm)) if isinstance(cm, list) else float(cm)
+    corr = (cm / slice_thickness_mm, max(cmin, cm / px), max(cmin, cm / px))
     if kernel == "sharp":  # edge-enhancing kernel: band-pass NPS peaking at a high frequency
         target_sd = krng.uniform(*sharp["sd_hu"]) * np.sqrt(N["reference_thickness_mm"] / slice_thickness_mm)
         noise = target_sd * _sharp_noise(krng, hu.shape, px, krng.uniform(*sharp["peak_per_mm"]),
@@ -550,6 +559,7 @@ def generate_case(seed: int, lesion_class: str | None = None, *, inplane_size: i
         "unclear_margin": bool(unclear), "calcification": bool(calc), "heterogeneous": bool(hetero),
         "hard_small": bool(small), "hard_low_contrast": bool(low_contrast), "hard_abutting_aorta": bool(abut),
         "pericardial_effusion": bool(effusion), "noise_sd_hu": r1(target_sd), "noise_kernel": kernel,
+        "noise_grain_mm": round(cm, 2),
         "slice_thickness_mm": slice_thickness_mm, "contrast_phase": contrast_phase,
         # where the generator put the landmarks (LPS mm), for tests and for checking a segmentation
         "landmarks_lps_mm": {
