@@ -255,3 +255,23 @@ def test_permission_problem_is_named_not_called_corrupt(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="permission denied") as e:
         read_ct(ct)
     assert "corrupt" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- non-UTF-8 output paths
+@pytest.mark.skipif(os.name != "posix", reason="byte file names are a POSIX thing")
+def test_non_utf8_output_paths_are_refused_before_simpletk(tmp_path, capsys):
+    """SimpleITK aborts the whole process (SIGABRT) when it writes to a path that is not UTF-8."""
+    from mediastinal_ai.batch import RunConfig, run_cohort
+    from mediastinal_ai.batch.discover import CaseSpec
+    from mediastinal_ai.cli import main
+    from mediastinal_ai.io import read_ct, write_image
+
+    bad = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"out\xff")))
+    vol = read_ct(_ct_file(tmp_path))
+    with pytest.raises(InputError, match="UTF-8"):
+        write_image(vol, bad / "mask.nrrd")
+    with pytest.raises(InputError, match="UTF-8"):
+        run_cohort([CaseSpec(case_id="c", ct=str(tmp_path / "ct.nii.gz"))], bad, RunConfig(steps=["qc"], workers=0))
+    assert main(["segment", "--input", str(tmp_path / "ct.nii.gz"), "--out", str(bad)]) == 2
+    assert "--out is not valid UTF-8" in capsys.readouterr().err
+    assert not os.path.exists(os.fsencode(bad))

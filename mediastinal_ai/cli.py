@@ -165,6 +165,12 @@ def _check_before_work(command: str, args: argparse.Namespace) -> None:
     t = getattr(args, "threshold", None)
     if command in PROBABILITY_THRESHOLD and t is not None and not 0.0 < float(t) < 1.0:
         raise InputError(f"--threshold must be a probability between 0 and 1 (exclusive), got {t:g}")
+    out = getattr(args, "out", None)
+    if isinstance(out, str):
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # SimpleITK would abort the process when it writes there
+            raise InputError("--out is not valid UTF-8; choose another folder name", ascii(out)) from None
 
 
 def _new_out_dir(args: argparse.Namespace):

@@ -355,6 +355,9 @@ def run_cohort(cases: list[CaseSpec], out_dir: str | Path, cfg: RunConfig,
                on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run every case; returns status rows (also written to results.csv/.parquet + summary.json)."""
     out = Path(out_dir)
+    from ..io.images import check_path_name
+
+    check_path_name(out)  # SimpleITK aborts the process when it writes below a non-UTF-8 path
     steps = order_steps(cfg.steps)
     resolve_models(steps, cfg.params)  # a missing/tampered model fails before --out is even created
     created = not out.exists()

@@ -43,7 +43,8 @@ def check_path_name(p: Path) -> None:
     try:
         str(p).encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError("file name is not valid UTF-8; rename the file", ascii(str(p))) from None
+        raise InputError("path is not valid UTF-8 (native readers and writers cannot use it); rename it",
+                         ascii(str(p))) from None
 
 
 _MHA_SPACING = ("ElementSpacing", "ElementSize")
@@ -567,6 +568,7 @@ def write_image_file(vol: Volume, path: str | Path, compress: bool = True) -> Pa
     import SimpleITK as sitk
 
     p = Path(path)
+    check_path_name(p)  # SimpleITK aborts the process on a path that is not UTF-8, for writing too
     if not _suffix_ok(p):
         raise InputError(f"unsupported output type; use one of {', '.join(IMAGE_SUFFIXES)}", p)
     arr = vol.array
