@@ -24,11 +24,13 @@ from mediastinal_ai.taxonomy import (
 
 pytestmark = pytest.mark.slow
 
-# Solid lesions whose synthetic CT appearance overlaps (HU 40–58, similar size and shape), two
-# benign and two malignant: the CT alone separates them poorly, while the synthetic CTC level is
-# class-dependent (benign ~7, malignant ~10–11.5 FU/3mL, synthetic assumptions), so a fused
-# model that uses the CTC should beat the CT-only baseline on held-out cases.
-CLASSES = ["fibroma", "other", "thymoma_B1", "lymphoma"]
+# Solid anterior lesions whose synthetic CT appearance overlaps (similar size and shape), two
+# benign and two malignant: the CT alone separates them poorly, while the synthetic CTC level
+# (the fusion study's Table 2 means ± SDs: fibroma 14.8 ± 5.5, hemangioma 11.2 ± 2.8 vs MALT
+# lymphoma 21.7 ± 4.1, lymphoma 16.3 ± 6.4) differs between the groups, so a fused model that uses
+# the CTC should beat the CT-only baseline on held-out cases. (Across all Table 2 classes the CTC
+# separates far less — a CTC-only AUC near 0.66 — which is why these four classes are chosen.)
+CLASSES = ["fibroma", "hemangioma", "malt_lymphoma", "lymphoma"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def test_train_and_predict_cli(tmp_path):
     cli = [sys.executable, "-m", "mediastinal_ai.cli"]
     out = tmp_path / "run"
     r = subprocess.run([*cli, "train-fusion", "--manifest", str(manifest), "--out", str(out), "--epochs", "2",
-                        "--image-size", "32", "--regnet", "tiny", "--device", "cpu", "--name", "cli-fusion",
+                        "--image-size", "32", "--regnet", "tiny", "--device", "cpu", "--name", "cli-fusion", "--repeats", "1",
                         "--roi-cache", str(tmp_path / "rois.npz")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fusion (CT + CTC)" in r.stdout and "CT only" in r.stdout and "DeLong" in r.stdout

@@ -151,6 +151,9 @@ def test_neutral_loss_is_default_and_repeats_are_summarised():
         assert np.array(cm["matrix"]).sum() == card["metrics"]["test"]["n"] - card["metrics"]["test"]["multiclass"][
             "n_unseen_class_cases"]
         assert "macro_auc_a" in card["metrics"]["multiclass_auc_fusion_vs_ct_only"]
+        # random images and one epoch: a near-chance validation AUC must be flagged, a good one not
+        va = card["extra"]["val_auc"]
+        assert ("quality_warning" in card["extra"]) == (va is None or va < 0.6)
         second = json.loads((Path(d) / "repeats" / "seed_1" / "metrics.json").read_text())
         vals = [m["fusion"]["binary_auc"]["auc"], second["fusion"]["binary_auc"]["auc"]]
         f = rep["figures"]["fusion_binary_auc"]

@@ -101,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
               f"fusion AUC {f['fusion_binary_auc']['mean']:.3f} ± {f['fusion_binary_auc']['sd']:.3f}, "
               f"CT-only AUC {f['ct_only_binary_auc']['mean']:.3f} ± {f['ct_only_binary_auc']['sd']:.3f}; "
               f"kept: {rep['kept']}")
+    from ..models.card import ModelCard
+
+    for name in (cfg.name, cfg.ct_only_name):
+        w = ModelCard.load(Path(args.out) / name / f"{name}.model.json").extra.get("quality_warning")
+        if w:
+            print(f"WARNING: {w}")
     print(f"models and metrics in {args.out}")
     log.debug(json.dumps(m, default=str)[:2000])
     return 0

@@ -298,10 +298,18 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
     # Threshold from validation, applied unchanged to test.
     va, te = splits["val"], splits["test"]
     thr = {}
+    from ..evaluation import auc_score
+    from ..evaluation.quality import poor_metric_warning
+
+    val_auc, quality = {}, {}
     for tag, net, t in (("fusion", fused, tab), ("ct-only", ct_only, None)):
         thr[tag] = 0.5
         if len(va) and 0 < data.malignant[va].sum() < len(va):
-            thr[tag] = youden_threshold(data.malignant[va], _predict(net, data, va, t, device)[0])
+            pv = _predict(net, data, va, t, device)[0]
+            thr[tag] = youden_threshold(data.malignant[va], pv)
+            val_auc[tag] = auc_score(data.malignant[va], pv)
+        name = cfg.name if tag == "fusion" else cfg.ct_only_name
+        quality[tag] = poor_metric_warning("auc", val_auc.get(tag), "validation benign/malignant", model=name)
     pf, pcf = _predict(fused, data, te, tab, device)
     pc, pcc = _predict(ct_only, data, te, None, device)
     y, labels = data.malignant[te], data.lesion_class[te]
@@ -348,7 +356,8 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
         preprocessing={"roi": recipe}, classes=classes, input_schema={"inputs": [], "features": []},
         training_data=training,
         metrics={"test": metrics["ct_only"], "best_epoch": ep_c, "threshold_from": "Youden on validation"},
-        extra={"threshold": thr["ct-only"], "baseline_of": cfg.name,
+        extra={"threshold": thr["ct-only"], "baseline_of": cfg.name, "val_auc": val_auc.get("ct-only"),
+               **({"quality_warning": quality["ct-only"]} if quality["ct-only"] else {}),
                "loss": {"kind": cfg.loss, "beta": cfg.beta if cfg.loss == "neutral" else None}})
     ct_card_path = save_model(ct_only, ct_dir / f"{cfg.ct_only_name}.safetensors", ct_card)
     fu_card = ModelCard(
@@ -360,7 +369,8 @@ def train_fusion(data: FusionData, out_dir: str | Path, cfg: TrainConfig | None 
                  "mcnemar_fusion_vs_ct_only": metrics["mcnemar_fusion_vs_ct_only"],
                  "multiclass_auc_fusion_vs_ct_only": metrics["multiclass_auc_fusion_vs_ct_only"], "best_epoch": ep_f,
                  "threshold_from": "Youden on validation"},
-        extra={"threshold": thr["fusion"],
+        extra={"threshold": thr["fusion"], "val_auc": val_auc.get("fusion"),
+               **({"quality_warning": quality["fusion"]} if quality["fusion"] else {}),
                "ct_only_model": {"name": cfg.ct_only_name, "sha256": ModelCard.load(ct_card_path).sha256,
                                  "card": f"../{cfg.ct_only_name}/{ct_card_path.name}"},
                "loss": {"kind": cfg.loss, "beta": cfg.beta if cfg.loss == "neutral" else None}})
