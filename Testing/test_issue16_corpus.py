@@ -264,6 +264,10 @@ def build_corpus(root: Path) -> list[Entry]:
     d = _series(dicom / "good_series")
     accept_dicom = read_ct(d)  # the truth of a DICOM control: its own geometry, tested elsewhere against pydicom
     accept("dicom_good_series", d, accept_dicom, "control")
+    d = _series(dicom / "series_with_non_utf8_file")  # pydicom reads it; the run used to fail on hashing its name
+    truth = read_ct(d)
+    os.rename(os.fsencode(sorted(d.glob("*.dcm"))[1]), os.path.join(os.fsencode(d), b"sl\xffce.dcm"))
+    accept("dicom_series_with_non_utf8_file_name", d, truth, "control")
     (dicom / "not_dicom").mkdir(parents=True)
     (dicom / "not_dicom" / "a.dcm").write_bytes(b"DICM" * 10)
     refuse("dicom_folder_without_dicom", dicom / "not_dicom", "DICOM", kind="dicom")

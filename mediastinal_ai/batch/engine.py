@@ -55,7 +55,7 @@ class RunConfig:
 def _hash_path(h: Any, p: Path) -> None:
     if p.is_dir():
         for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            h.update(str(f.relative_to(p)).encode())
+            h.update(os.fsencode(f.relative_to(p)))  # bytes as on disk: a non-UTF-8 name hashes too
             _hash_path(h, f)
     elif p.is_file():
         with open(p, "rb") as f:
