@@ -220,6 +220,12 @@ def test_froc_counts():
     rows = {r["iou_threshold"]: r for r in froc(mats, (0.05, 0.5))}
     assert rows[0.05]["tp"] == 3 and rows[0.05]["fp"] == 2 and rows[0.05]["sensitivity"] == 1.0
     assert rows[0.5]["tp"] == 1 and rows[0.5]["fp"] == 4 and rows[0.5]["fp_per_scan"] == pytest.approx(4 / 3)
+    # lesion sensitivity CI = Wilson (scipy's binomtest), FP/scan CI = exact Poisson: the bounds are
+    # the rates at which P(X >= k) and P(X <= k) equal 2.5% (scipy.stats.poisson)
+    ci = stats.binomtest(1, 3).proportion_ci(0.95, method="wilson")
+    assert (rows[0.5]["sensitivity_ci_low"], rows[0.5]["sensitivity_ci_high"]) == pytest.approx((ci.low, ci.high))
+    lo, hi = rows[0.5]["fp_per_scan_ci_low"] * 3, rows[0.5]["fp_per_scan_ci_high"] * 3
+    assert stats.poisson.sf(3, lo) == pytest.approx(0.025) and stats.poisson.cdf(4, hi) == pytest.approx(0.025)
 
 
 def test_failure_analysis_matches_scipy():

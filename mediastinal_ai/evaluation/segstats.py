@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .thresholds import wilson_ci
 
 SIZE_GROUPS = ("< 5 cm", "5–8 cm", "> 8 cm")
 FROC_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -152,10 +153,27 @@ def froc(iou_matrices: list[Any], thresholds: tuple[float, ...] = FROC_THRESHOLD
             k = len(match_lesions(m, t))
             tp += k
             fp += m.shape[1] - k
+        lo, hi = wilson_ci(tp, n_true)
+        flo, fhi = poisson_rate_ci(fp, n_scans)
         rows.append({"iou_threshold": float(t), "tp": tp, "fp": fp, "n_true": n_true, "n_scans": n_scans,
-                     "sensitivity": tp / n_true if n_true else float("nan"), "fp_per_scan": fp / n_scans,
-                     "rule": "one-to-one (Hungarian), TP when IoU exceeds t"})
+                     "sensitivity": tp / n_true if n_true else float("nan"), "sensitivity_ci_low": lo,
+                     "sensitivity_ci_high": hi, "fp_per_scan": fp / n_scans, "fp_per_scan_ci_low": flo,
+                     "fp_per_scan_ci_high": fhi,
+                     "rule": "one-to-one (Hungarian), TP when IoU exceeds t; sensitivity Wilson CI, "
+                             "FP/scan exact Poisson CI"})
     return rows
+
+
+def poisson_rate_ci(count: int, exposure: float, conf_level: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) CI of a Poisson rate count/exposure, e.g. false positives per scan."""
+    from scipy import stats
+
+    if exposure <= 0:
+        return float("nan"), float("nan")
+    a = 1 - conf_level
+    lo = 0.0 if count == 0 else stats.chi2.ppf(a / 2, 2 * count) / 2
+    hi = stats.chi2.ppf(1 - a / 2, 2 * count + 2) / 2
+    return float(lo / exposure), float(hi / exposure)
 
 
 def failure_analysis(df: Any, dice_col: str, feature_cols: list[str], fraction: float = 0.1) -> dict[str, Any]:
