@@ -589,3 +589,26 @@ def test_run_with_segment_uses_the_mask_risk_mask_names(tmp_path):
         assert row.p_high_risk_radiomics == pytest.approx(ref, abs=1e-9)
         used_masks.append(np.asarray(read_mask(used, reference=ct).array) > 0)
     assert (used_masks[0] != used_masks[1]).any()  # the two runs really used different masks
+
+
+def test_local_cluster_caps_itk_threads_and_has_no_heartbeat_ttl(tmp_path):
+    pytest.importorskip("distributed")
+    import os
+
+    from distributed import Client
+
+    from mediastinal_ai.batch.engine import make_local_cluster
+
+    def env():
+        import os
+
+        return os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"), os.environ.get("OMP_NUM_THREADS")
+
+    cluster = make_local_cluster(1, tmp_path / "dask")
+    try:
+        with Client(cluster) as client:
+            want = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS") or str(os.cpu_count() or 1)
+            assert list(client.run(env).values()) == [(want, os.environ.get("OMP_NUM_THREADS") or "1")]
+            assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl) is None
+    finally:
+        cluster.close()

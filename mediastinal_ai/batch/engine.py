@@ -512,8 +512,9 @@ def _worker_died_row(spec: CaseSpec, steps: list[str], e: BaseException) -> dict
             "seconds": 0.0, "steps": ",".join(steps), "synthetic": spec.synthetic}
 
 
-# Worker thread budget: torch/OpenMP/BLAS/ITK each default to every core, so N workers ran N x cores
-# threads and a long case starved the others (and their heartbeats) of CPU.
+# Worker thread budget. Dask's nanny already sets OMP/MKL/OpenBLAS to 1 thread per worker (kept: the
+# setdefault below only fills what is missing), but ITK (SimpleITK filters, pyradiomics' resampling)
+# defaulted to every core in every worker: N workers ran N x cores ITK threads. Now cores // workers.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
