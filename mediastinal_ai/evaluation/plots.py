@@ -190,8 +190,9 @@ def plot_training_curves(log_csv: str | Path, title: str = "Training", mark: str
     i = 0
     for g, sub in groups:
         prefix = f"{g} " if g != "" else ""
-        for c in losses:
-            ax.plot(sub["epoch"], sub[c], color=f"C{i % 10}", label=prefix + c)
+        for c in losses:  # markers while there are few epochs, so a one-epoch run still shows its loss
+            ax.plot(sub["epoch"], sub[c], color=f"C{i % 10}", label=prefix + c, marker="o" if len(sub) <= 20 else None,
+                    ms=3)
             i += 1
         for c in metrics:
             ok = sub[c].notna()
@@ -200,6 +201,9 @@ def plot_training_curves(log_csv: str | Path, title: str = "Training", mark: str
                          label=prefix + c)
                 i += 1
     ax.set(xlabel="Epoch", ylabel="Loss", title=title)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = ax.get_legend_handles_labels()
     if ax2 is not None:
         ax2.set_ylabel("Metric")
@@ -279,6 +283,8 @@ def plot_gradcam(ct_slice: Any, heat_slice: Any, mask_slice: Any = None, *, dire
     if mask_slice is not None and np.asarray(mask_slice).any():
         ax.contour(np.asarray(mask_slice) > 0, levels=[0.5], colors="white", linewidths=0.8)
     cb = fig.colorbar(hm, ax=ax, fraction=0.046, pad=0.04)
+    if cb.solids is not None:
+        cb.solids.set_alpha(1.0)  # the bar shows the colours, not the overlay's transparency
     cb.set_label("Grad-CAM (relative contribution, max = 1)" if abs(gmax - 1.0) < 1e-6 else "Grad-CAM", fontsize=8)
     letters = orientation_letters(np.eye(3) if direction is None else direction)
     kw = {"transform": ax.transAxes, "color": "yellow", "fontsize": 11, "weight": "bold"}
