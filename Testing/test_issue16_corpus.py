@@ -32,6 +32,7 @@ from mediastinal_ai.errors import InputError
 from mediastinal_ai.io import read_ct, write_image
 from mediastinal_ai.volume import Volume
 
+FS_REFUSED: list[str] = []  # inputs this file system cannot hold (non-UTF-8 names on APFS, Windows)
 HANG_GUARD_S = 60.0  # a hang detector, not a timing test: every input here reads in well under 1 s
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "batch.md"
 
@@ -57,6 +58,15 @@ def _ct(shape=(8, 32, 32), seed=0, dtype=np.int16) -> np.ndarray:
 def _vol(shape=(8, 32, 32), spacing=(0.8, 0.8, 2.5), origin=(-12.0, 30.5, 101.0), dtype=np.int16, seed=0) -> Volume:
     return Volume(_ct(shape, seed, dtype), spacing_xyz=spacing, origin_xyz=origin, units="HU",
                   metadata={"synthetic": True})
+
+
+def _rename_bytes(src: bytes, dst: bytes, name: str) -> bool:
+    try:
+        os.rename(src, dst)
+        return True
+    except OSError:
+        FS_REFUSED.append(name)
+        return False
 
 
 def build_corpus(root: Path) -> list[Entry]:
@@ -247,8 +257,8 @@ def build_corpus(root: Path) -> list[Entry]:
     for i, (suffix, raw_name) in enumerate(((".nii.gz", b"bad\xff"), (".nrrd", b"caf\xe9"), (".mha", b"\xfe\xfe"))):
         src = write_image(good, badnames / f"tmp{i}{suffix}")
         dst = os.path.join(os.fsencode(badnames), raw_name + suffix.encode())
-        os.rename(os.fsencode(src), dst)
-        refuse(f"non_utf8_name{suffix}", Path(os.fsdecode(dst)), "UTF-8", kind="name")
+        if _rename_bytes(os.fsencode(src), dst, f"non_utf8_name{suffix}"):
+            refuse(f"non_utf8_name{suffix}", Path(os.fsdecode(dst)), "UTF-8", kind="name")
 
     # ---------------------------------------------------------------- DICOM series
     dicom = root / "dicom"
@@ -266,8 +276,9 @@ def build_corpus(root: Path) -> list[Entry]:
     accept("dicom_good_series", d, accept_dicom, "control")
     d = _series(dicom / "series_with_non_utf8_file")  # pydicom reads it; the run used to fail on hashing its name
     truth = read_ct(d)
-    os.rename(os.fsencode(sorted(d.glob("*.dcm"))[1]), os.path.join(os.fsencode(d), b"sl\xffce.dcm"))
-    accept("dicom_series_with_non_utf8_file_name", d, truth, "control")
+    if _rename_bytes(os.fsencode(sorted(d.glob("*.dcm"))[1]), os.path.join(os.fsencode(d), b"sl\xffce.dcm"),
+                     "dicom_series_with_non_utf8_file_name"):
+        accept("dicom_series_with_non_utf8_file_name", d, truth, "control")
     (dicom / "not_dicom").mkdir(parents=True)
     (dicom / "not_dicom" / "a.dcm").write_bytes(b"DICM" * 10)
     refuse("dicom_folder_without_dicom", dicom / "not_dicom", "DICOM", kind="dicom")
@@ -338,6 +349,8 @@ def corpus(tmp_path_factory) -> list[Entry]:
 
 
 def test_corpus_is_big_enough_and_documented(corpus):
+    if FS_REFUSED:
+        pytest.skip(f"this file system refuses {FS_REFUSED}: the corpus is smaller than the documented one")
     n = len(corpus)
     assert n >= 130, n
     assert len({e.name for e in corpus}) == n
@@ -388,10 +401,11 @@ def test_run_over_the_corpus_records_every_case(corpus, tmp_path):
 
     plain = [e for e in corpus if e.kind != "name"]
     manifest = write_manifest(tmp_path / "corpus.csv", [{"case_id": e.name, "ct": str(e.path)} for e in plain])
-    names_dir = next(e.path.parent for e in corpus if e.kind == "name")
+    names_dir = next((e.path.parent for e in corpus if e.kind == "name"), None)
     before = set(os.listdir(tmp_path))
     out = tmp_path / "out"
-    rows = run_cohort(discover([manifest, names_dir]), out, RunConfig(steps=["qc"], workers=0))
+    rows = run_cohort(discover([manifest] + ([names_dir] if names_dir else [])), out,
+                      RunConfig(steps=["qc"], workers=0))
     by_id = {r["case_id"]: r for r in rows}
     assert len(rows) == len(corpus)
     for e in plain:
@@ -402,7 +416,7 @@ def test_run_over_the_corpus_records_every_case(corpus, tmp_path):
             assert any(w.lower() in r["error"].lower() for w in e.words) and not _NOISE.search(r["error"]), \
                 (e.name, r["error"])
     name_rows = [r for r in rows if r["case_id"] not in {e.name for e in plain}]
-    assert len(name_rows) == 3 and all(r["status"] == "failed" and "UTF-8" in r["error"] for r in name_rows)
+    assert len(name_rows) == sum(e.kind == "name" for e in corpus) and all(r["status"] == "failed" and "UTF-8" in r["error"] for r in name_rows)
     assert set(os.listdir(tmp_path)) - before == {"out"}
     table = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
     summary = json.loads((out / "summary.json").read_text())
@@ -422,14 +436,14 @@ def test_run_on_dask_survives_the_native_crash_kinds(corpus, tmp_path):
     from mediastinal_ai.cohort import write_manifest
 
     manifest = write_manifest(tmp_path / "m.csv", [{"case_id": e.name, "ct": str(e.path)} for e in pick])
-    names_dir = next(e.path.parent for e in corpus if e.kind == "name")
+    names = [str(e.path.parent) for e in corpus if e.kind == "name"][:1]
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "mediastinal_ai.cli", "run", "--input", str(manifest),
-                        str(names_dir), "--out", str(out), "--steps", "qc", "--workers", "1"],
+                        *names, "--out", str(out), "--steps", "qc", "--workers", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["cases"] == len(pick) + 3 and summary["ok"] == sum(not e.refuse for e in pick)
+    assert summary["cases"] == len(pick) + sum(e.kind == "name" for e in corpus) and summary["ok"] == sum(not e.refuse for e in pick)
     assert "Traceback" not in r.stderr and "SimpleITK-build" not in r.stderr
 
 
