@@ -229,6 +229,8 @@ def test_sigterm_is_graceful_and_resumable(tmp_path, moment):
     if (out / "summary.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         assert not summary["complete"] and summary["ok"] in (done, done - 1), (summary, done)
+        table = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+        assert summary["cases"] == len(table) and summary["ok"] == sum(r["status"] == "ok" for r in table)
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"12 case(s): {12 - done} ok, {done} skipped" in r.stdout, r.stdout
