@@ -46,6 +46,12 @@ MIN_LUNG_AREA_CM2 = 3.0  # a 2D low-density component smaller than this is not l
 MIN_CHEST_EXTENT_MM = 30.0
 SLAB_EXTENT_MM = 100.0  # less than this: a slab, tumors above/below are out of view  # both lungs over at least this much z: the CT covers the mediastinum
 INLET_MARGIN_MM = 30.0  # mediastinum extended above the lung apices (thoracic inlet)
+STERNUM_DEPTH_MM = 30.0  # bone this close behind the front skin (midline) is sternum or costal cartilage
+HULL_REACH_MM = 30.0  # the lungs' hull adds tissue at most this far from the row-filled mediastinum
+CANAL_MAX_MM = 25.0  # spinal canal: arch and vertebral body at most this far apart (AP)
+CONTRAST_MEDIAN_HU = 110.0  # middle-mediastinum soft-tissue median above this: a contrast CT
+CORTICAL_HU = 700.0  # on a contrast CT a vertebra must hold cortical bone this dense
+BEHIND_SPINE_MM = 30.0  # mediastinum ends this far behind the vertebral bodies' front (descending aorta beside them)
 ENVELOPE_MARGIN_MM = 12.0
 OUTSIDE_AIR_HU = -960.0  # median HU below which an edge-touching air region is outside the body  # detections within this distance of the mediastinum count as inside
 
@@ -151,6 +157,44 @@ def _coarse(ct: Volume) -> Volume:
     return resample(ct.with_array(arr), sp)
 
 
+def _lungs_side_by_side(lung: np.ndarray) -> np.ndarray:
+    """Keep the 3-D lung components that share the largest one's slices: air trapped under the neck
+    or the shoulders (between skin folds and the table) looks like lung slice by slice, but lies
+    above or below the lungs."""
+    lab, n = ndimage.label(lung)
+    if n <= 1:
+        return lung
+    sizes = np.bincount(lab.ravel())[1:]
+    objs = ndimage.find_objects(lab)
+    big = objs[int(np.argmax(sizes))][0]
+    keep = np.zeros(n + 1, bool)
+    for i, sl in enumerate(objs, start=1):
+        z0, z1 = sl[0].start, sl[0].stop
+        overlap = max(0, min(z1, big.stop) - max(z0, big.start))
+        keep[i] = overlap >= 0.5 * (z1 - z0)
+    return keep[lab]
+
+
+def _convex_fill(mask2d: np.ndarray) -> np.ndarray:
+    """The pixels inside the convex hull of a 2-D mask's pixels (empty when it has < 3 points)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.argwhere(mask2d).astype(float)
+    out = np.zeros(mask2d.shape, bool)
+    if len(pts) < 3:
+        return out
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:  # all points on a line
+        return out
+    lo, hi = pts.min(0).astype(int), pts.max(0).astype(int) + 1
+    yy, xx = np.mgrid[lo[0]:hi[0], lo[1]:hi[1]]
+    q = np.stack([yy.ravel(), xx.ravel()], 1).astype(float)
+    inside = np.all(q @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
+    out[lo[0]:hi[0], lo[1]:hi[1]] = inside.reshape(yy.shape)
+    return out
+
+
 def _largest(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
     lab, n = ndimage.label(mask, structure=structure)
     if n == 0:
@@ -211,6 +255,7 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
                 airway[sl] |= comp
             elif areas[i] >= MIN_LUNG_AREA_CM2 and medians[i] >= OUTSIDE_AIR_HU:
                 lung[sl] |= comp  # (pure air, ≈ -1000 HU, is bowel gas or a gap under the back, not lung)
+    lung = _lungs_side_by_side(lung)
     bone = (a > 200) & body & ~lung
 
     right = lung & (np.arange(nx)[None, None, :] < mid_x[:, None, None])  # patient's right: low x (LPS)
@@ -232,31 +277,75 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
             xl = np.nonzero(lf[y])[0].min()
             if xl - xr > 1:
                 med[z, y, xr + 1:xl] = True
+    # the heart bulges in front of the left lung's medial edge (rows with only one lung): the lungs'
+    # convex hull holds it, the chest wall outside the hull is left out
+    # (only near the row-filled part: at the apices and the lung bases the hull also spans the neck
+    # muscles and the liver dome)
+    near = ndimage.binary_dilation(med, structure=_INPLANE, iterations=max(1, int(round(HULL_REACH_MM / sx))))
+    for z in np.nonzero(thoracic & med.any((1, 2)))[0]:
+        med[z] |= _convex_fill(lung[z]) & near[z]
     med &= body & ~lung & ~airway
     med = ndimage.binary_closing(med, structure=np.ones((3, 3, 3), bool)) & body & ~lung
     med = ndimage.binary_opening(med, structure=_INPLANE)
-    # the vertebral body: bone within 20 mm of the midline in the posterior half of the slice
+    # the vertebral body: the most posterior bone component crossing the midline band in the back
+    # half of the slice (enhanced blood — left atrium, aorta — is bright too, but lies in front of
+    # it and is separated from it by fat or the oesophagus); its front is where the spine starts
+    early = a[med & (a > -50) & (a < 700)]
+    enhanced = bool(early.size and np.median(early) > CONTRAST_MEDIAN_HU)  # a contrast CT: blood is bright
+    body_front = np.full(nz, np.nan)
+    band = np.zeros((nz, nx), bool)
+    for z in range(nz):
+        band[z] = np.abs(np.arange(nx) - mid_x[z]) * sx < 12.0
+        fy = np.nonzero(body[z][:, band[z]].any(1))[0]
+        if len(fy):
+            body_front[z] = fy.min()
+    # on a contrast CT, bright means bone only where a component holds cortical density
+    hard = bone
+    if enhanced:
+        blab3, nb3 = ndimage.label(bone, structure=_INPLANE)
+        dense = np.zeros(nb3 + 1, bool)
+        dense[1:] = np.atleast_1d(ndimage.maximum(a, blab3, np.arange(1, nb3 + 1))) >= CORTICAL_HU
+        hard = dense[blab3]
     for z in np.nonzero(med.any((1, 2)))[0]:
         ys = np.nonzero(med[z].any(1))[0]
         yfront[z] = ys.min()
-        bz = bone[z]
-        cols = np.abs(np.arange(nx) - mid_x[z]) * sx < 12.0
-        cand = bz[:, cols]
-        by = np.nonzero(cand.any(1))[0]
-        by = by[by > (ys.min() + ys.max()) / 2.0]
-        if len(by):
-            yv[z] = by.min()
+        blab, nb = ndimage.label(hard[z])
+        if not nb:
+            continue
+        half = (ys.min() + ys.max()) / 2.0
+        # in-band (y_min, y_max) of each bone component that reaches the back half
+        spans = {}
+        for i, sl in enumerate(ndimage.find_objects(blab), start=1):
+            comp = blab[sl] == i
+            rows = np.nonzero((comp & band[z][sl[1]][None, :]).any(1))[0] + sl[0].start
+            if len(rows) and rows.max() > half:
+                spans[i] = (rows.min(), rows.max())
+        if not spans:
+            continue
+        # the most posterior one is the arch (or the whole vertebra); the vertebral body is the
+        # component just in front of it across the spinal canal, if the canal separates them
+        arch = max(spans, key=lambda i: spans[i][1])
+        front = spans[arch][0]
+        gap = CANAL_MAX_MM / sy
+        body_c = [i for i, (lo, hi) in spans.items() if i != arch and hi < front and hi >= front - gap]
+        if body_c:
+            front = spans[max(body_c, key=lambda i: spans[i][1])][0]
+        yv[z] = max(front, half)
     # slices without a detected spine borrow the nearest slice's
     good = np.nonzero(np.isfinite(yv))[0]
     if len(good):
         for z in np.nonzero(np.isnan(yv) & np.isfinite(yfront))[0]:
-            yv[z] = yv[good[np.argmin(np.abs(good - z))]]
-    # remove the spine (at and behind the vertebral bodies' front) and the sternum (front rim); bone
-    # voxels elsewhere are enhanced blood on a contrast CT and stay in the mediastinum
+            near_z = good[np.argmin(np.abs(good - z))]
+            if abs(near_z - z) * sz <= 30.0:  # a neighbour's spine, not one from far away (crops)
+                yv[z] = yv[near_z]
+    # remove the spine (at and behind the vertebral bodies' front) and the sternum (bone just under
+    # the front skin); bright voxels elsewhere are enhanced blood on a contrast CT and stay
     yy = np.arange(ny)[None, :, None].astype(float)
     with np.errstate(invalid="ignore"):
-        spine_or_sternum = bone & ((yy >= yv[:, None, None]) | (yy <= yfront[:, None, None] + 15.0 / sy))
+        spine_or_sternum = hard & ((yy >= yv[:, None, None]) | (yy <= body_front[:, None, None] + STERNUM_DEPTH_MM / sy))
     med &= ~ndimage.binary_dilation(spine_or_sternum, structure=_INPLANE)
+    with np.errstate(invalid="ignore"):
+        med &= ~(yy > yv[:, None, None] + BEHIND_SPINE_MM / sy)  # vertebral body, canal, back muscles
     for z in np.nonzero(med.any((1, 2)))[0]:
         yfront[z] = np.nonzero(med[z].any(1))[0].min()
 
@@ -306,7 +395,12 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
     # contrast-enhanced blood (150–700 HU) fills a good part of a contrast CT's middle mediastinum
     mid_hu = a[med & ~post & ~ant]
     contrast_share = float(((mid_hu > 150) & (mid_hu < 700)).mean()) if mid_hu.size else 0.0
-    stats = {"contrast": contrast_share > 0.08, "enhanced_share_middle": round(contrast_share, 3),
+    # blood is ≈ 40 HU without contrast and ≥ 150 HU with it; the median of the middle mediastinum's
+    # non-fat voxels tells the two apart (bone remnants and calcifications barely move a median)
+    soft = mid_hu[(mid_hu > -50) & (mid_hu < 700)] if mid_hu.size else mid_hu
+    soft_median = float(np.median(soft)) if soft.size else 0.0
+    stats = {"contrast": soft_median > CONTRAST_MEDIAN_HU, "middle_soft_median_hu": round(soft_median, 1),
+             "enhanced_share_middle": round(contrast_share, 3),
              "grid_mm": [round(s, 2) for s in g.spacing_xyz], "field_of_view_cropped": cropped,
              "body_ml": round(float(body.sum() * vox_ml), 1), "lung_ml": round(lung_ml, 1),
              "airway_ml": round(float(airway.sum() * vox_ml), 1), "bone_ml": round(float(bone.sum() * vox_ml), 1),
