@@ -409,3 +409,19 @@ def test_cli_flags_reach_the_result_and_mrml_keeps_the_restriction(real_with_les
     m2 = nodes.segment_to_mask(got["segmentation_node"], got["segment_id"], ct_node).array > 0
     assert not (m2 & ball).any(), "a region in the lung came back on re-threshold"
     assert [r["compartment"] for r in again["lesions"]] == [r["compartment"] for r in got["lesions"]]
+
+
+# ------------------------------------------------------------------ fusion's lesion site from the anatomy
+def test_fusion_lesion_site_comes_from_the_anatomy_when_not_given(real_ct_dir):
+    from mediastinal_ai.fusion.predict import predict_fusion
+    from mediastinal_ai.synthetic.insertion import insert_lesion
+
+    case = insert_lesion(read_ct(real_ct_dir / "mediastinum_crop_ct.nii.gz"), seed=8, lesion_class="thymoma_A",
+                         diameter_mm=35.0)
+    r = predict_fusion(case.ct, case.mask, ctc=9.5)
+    assert r["inputs"]["lesion_site"] == "anterior" and r["lesion_site_source"] == "anatomy"
+    assert any("chest-anatomy" in n for n in r["notes"])
+    given = predict_fusion(case.ct, case.mask, ctc=9.5, lesion_site="posterior")
+    assert given["inputs"]["lesion_site"] == "posterior" and given["lesion_site_source"] == "user"
+    off = predict_fusion(case.ct, case.mask, ctc=9.5, site_from_anatomy=False)
+    assert off["inputs"]["lesion_site"] is None and off["lesion_site_source"] == "none"

@@ -104,18 +104,41 @@ def _summary(fm: FusionModel, p_malignant: float, p_class: np.ndarray) -> dict[s
     }
 
 
+def site_of_mask(ct: Any, mask: Any) -> tuple[str | None, str]:
+    """The mediastinal compartment (anterior / middle / posterior) most of the mask lies in, from
+    the classical chest-anatomy step, or None (with the reason) when it is not in one."""
+    from ..anatomy import analyse_chest, lesion_compartment
+    from ..orientation import canonical
+
+    anat = analyse_chest(canonical(ct.with_array(ct.array, units="HU"))[0])
+    if not anat.covers_mediastinum:
+        return None, "lesion site not set: the CT does not cover the mediastinum (" + "; ".join(anat.warnings) + ")"
+    pts = ct.index_to_lps(np.argwhere(np.asarray(mask.array) > 0)[:, ::-1].astype(float))
+    comp, _ = lesion_compartment(anat, pts)
+    if comp not in sch.LESION_SITES:
+        return None, f"lesion site not set: the mask lies in the {comp}, not in a mediastinal compartment"
+    return comp, f"lesion site '{comp}' taken from the chest-anatomy step (none was given)"
+
+
 def predict_fusion(ct: Any, mask: Any, ctc: Any, age: Any = None, sex: Any = None, lesion_site: Any = None, *,
                    model: str | Path | FusionModel | None = None, ct_only_model: str | Path | FusionModel | None = None,
                    with_ct_only: bool = True, expected_classes: list[str] | None = None,
-                   device: str = "cpu") -> dict[str, Any]:
+                   device: str = "cpu", site_from_anatomy: bool = True) -> dict[str, Any]:
     """Predict benign/malignant and the lesion class for one tumor.
 
     ``ct``/``mask`` are :class:`~mediastinal_ai.volume.Volume` on the same grid. Inputs are
     validated first (:class:`~mediastinal_ai.errors.InputError` for refused values); the result
     holds the fused prediction, the CT-only baseline's (``None`` with a warning when it is not
-    available), the validated inputs, the ROI slice and all warnings.
+    available), the validated inputs, the ROI slice and all warnings. Without a ``lesion_site``
+    (and with ``site_from_anatomy``) the site is the mediastinal compartment the chest-anatomy
+    step places the mask in, said in a note; ``lesion_site_source`` records which it was.
     """
     fm = get_model(model, task="fusion", device=device, expected_classes=expected_classes)
+    site_source = "user" if not sch._is_missing(lesion_site) else "none"
+    site_note = None
+    if site_source == "none" and site_from_anatomy and "lesion_site" in (fm.schema or {}).get("inputs", sch.ALL_INPUTS):
+        lesion_site, site_note = site_of_mask(ct, mask)
+        site_source = "anatomy" if lesion_site else "none"
     v = sch.validate_inputs(ctc, age, sex, lesion_site, schema=fm.schema)
     warnings = list(v.warnings)
     if not mask.array.any():
@@ -152,7 +175,8 @@ def predict_fusion(ct: Any, mask: Any, ctc: Any, age: Any = None, sex: Any = Non
         "fusion": fused,
         "ct_only": ct_res,
         "warnings": warnings,
-        "notes": list(v.notes),
+        "notes": list(v.notes) + ([site_note] if site_note else []),
+        "lesion_site_source": site_source,
         "roi": {"slice_index": k, "box_yx": [int(b) for b in sample.box],
                 "center_lps": [float(c) for c in ct.index_to_lps(center_ijk)]},
     }
