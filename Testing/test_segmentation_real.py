@@ -425,3 +425,25 @@ def test_fusion_lesion_site_comes_from_the_anatomy_when_not_given(real_ct_dir):
     assert given["inputs"]["lesion_site"] == "posterior" and given["lesion_site_source"] == "user"
     off = predict_fusion(case.ct, case.mask, ctc=9.5, site_from_anatomy=False)
     assert off["inputs"]["lesion_site"] is None and off["lesion_site_source"] == "none"
+
+
+def test_lesion_matching_is_optimal_not_greedy():
+    from mediastinal_ai.segmentation.metrics import match_lesions
+
+    # prediction 0 overlaps both lesions; greedy takes (0, 0) first and loses lesion 1
+    iou = np.array([[0.60, 0.55], [0.50, 0.00]])
+    assert sorted(match_lesions(iou, 0.5)) == [(0, 1), (1, 0)]
+    assert match_lesions(iou, 0.61) == []
+    assert match_lesions(np.array([[0.5]]), 0.5) == [(0, 0)]  # IoU equal to t matches, as documented
+
+
+def test_result_json_records_its_source_and_model(real_with_lesion, demo_model, tmp_path):
+    from mediastinal_ai.segmentation import segment_volume, write_result
+
+    src = tmp_path / "ct.nii.gz"
+    write_image(real_with_lesion.ct, src)
+    ct = read_ct(src)
+    paths = write_result(segment_volume(ct, demo_model, tta="none"), tmp_path / "r", ct)
+    r = json.loads(paths["result"].read_text())
+    assert r["source"]["kind"] == "file" and r["source"]["path"] == str(src) and len(r["source"]["sha256"]) == 64
+    assert r["model"] == demo_model.label and r["model_sha256"] == demo_model.card.sha256

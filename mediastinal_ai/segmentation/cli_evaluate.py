@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     synthetic = bool(rows) and all(bool(c.synthetic) for c in read_manifest(args.manifest)
                                    if c.case_id in set(df["case_id"]))
     _plot_froc(fr, out / "froc.png", synthetic=synthetic)
-    summary = {k: {"mean": float(np.nanmean(df[k])), "sd": float(np.nanstd(df[k]))}
+    summary = {k: {"mean": float(np.nanmean(df[k])), "sd": float(np.nanstd(df[k], ddof=1)) if df[k].notna().sum() > 1 else float("nan")}
                for k in ("dice", "iou", "precision", "recall")}
     summary.update(cases=len(df), missing_predictions=missing,
                    lesion_wise={f"t={r.iou_threshold:.2f}": {"sensitivity": r.sensitivity, "fp_per_scan": r.fp_per_scan}

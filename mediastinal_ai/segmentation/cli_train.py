@@ -40,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
         s = train(args.manifest, args.out, cfg, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                   resume=args.resume, seed=args.seed, name=args.name, demo=args.demo, progress=bar)
     print(f"best validation Dice {s['best_val_dice']:.3f}; weights {s['weights']}")
+    if s.get("quality_warning"):
+        print(f"WARNING: {s['quality_warning']}", file=sys.stderr)
     return 0

@@ -441,7 +441,7 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
     reads them (and the float32 maps of earlier versions) back as float32."""
     import csv
 
-    from ..fileio import atomic_path, atomic_write_json, provenance
+    from ..fileio import atomic_path, atomic_write_json, provenance, source_provenance
     from ..io import write_image
     from ..io.probability import write_probability
 
@@ -468,6 +468,6 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
         "threshold": result.threshold, "model": result.model_label, "model_sha256": result.model_sha256,
         "demo": "demo" in result.model_label, "anatomy": result.anatomy, "dropped_outside_mediastinum":
         result.dropped, "warnings": result.warnings, "files": {k: v.name for k, v in paths.items()},
-        **provenance(params=result.params),
+        **provenance(params=result.params, source=source_provenance(ct) if ct is not None else {"kind": "unknown", "path": ""}),
     })
     return paths

@@ -1,7 +1,7 @@
 """Voxel-wise and lesion-wise evaluation, as published.
 
 Lesion-wise: connected components (26-connectivity, < 10 voxels dropped) of prediction and
-truth; one-to-one matching at an IoU threshold t by greedy assignment in decreasing IoU order
+truth; one-to-one matching at an IoU threshold t by optimal assignment (most matches, then total IoU)
 (a pair matches only if IoU ≥ t and neither lesion is matched yet). Sensitivity = matched true
 lesions / true lesions; false positives = unmatched predicted lesions; FROC over t = 0.05…0.95.
 """
@@ -46,18 +46,12 @@ def pairwise_iou(pred_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray
 
 
 def match_lesions(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    pairs = []
-    used_t, used_p = set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        i, j = np.unravel_index(flat, iou.shape)
-        if iou[i, j] < threshold:
-            break
-        if i in used_t or j in used_p:
-            continue
-        used_t.add(i)
-        used_p.add(j)
-        pairs.append((int(i), int(j)))
-    return pairs
+    """One-to-one matches with IoU ≥ ``threshold``: the optimal assignment (most matches, then
+    the largest total IoU), not greedy — greedy can miss a match when one prediction overlaps two
+    lesions."""
+    from ..evaluation.segstats import match_lesions as optimal
+
+    return [(i, j) for i, j, _ in optimal(iou, float(np.nextafter(threshold, -np.inf)))]
 
 
 def lesion_counts(pred: np.ndarray, truth: np.ndarray, thresholds=IOU_THRESHOLDS) -> list[dict[str, Any]]:

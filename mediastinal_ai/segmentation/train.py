@@ -247,8 +247,19 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     from ..evaluation.plots import write_training_curves
 
     write_training_curves(log_path, out / "training_curves.png", title="3D U-Net training")
+    from ..evaluation.quality import poor_metric_warning
+
+    warning = poor_metric_warning("dice", best if best >= 0 else None, "validation", model=name)
+    if warning and weights.is_file():  # saved anyway (a user may want to inspect it), but the card says so
+        from ..models.card import ModelCard, write_card_for
+
+        card_path = weights.with_name(f"{name}.model.json")
+        if card_path.is_file():
+            card = ModelCard.load(card_path)
+            card.metrics = {**card.metrics, "quality_warning": warning}
+            write_card_for(weights, card)
     summary = {"best_val_dice": best, "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1),
-               "device": dev, "weights": str(weights), **provenance(config=config)}
+               "device": dev, "weights": str(weights), "quality_warning": warning, **provenance(config=config)}
     atomic_write_json(out / "training_summary.json", summary)
     return summary
 
