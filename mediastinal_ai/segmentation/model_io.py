@@ -60,7 +60,7 @@ def load_model(resolved: ResolvedModel, device: str = "auto") -> SegmentationMod
         state = load_file(str(resolved.weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"cannot read the weights as safetensors ({e})", resolved.weights_path) from e
-    net = UNet3D(plan.features)
+    net = UNet3D(plan.features, decoder=plan.decoder)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:

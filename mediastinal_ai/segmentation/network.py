@@ -1,5 +1,9 @@
 """The published 3D U-Net: 4 resolution levels, two conv-BN-ReLU per level, max-pool down,
-transposed-conv up with skip concatenation, Glorot (Xavier) initialisation, one sigmoid output."""
+transposed-conv up with skip concatenation, Glorot (Xavier) initialisation, one sigmoid output.
+
+``decoder="deconv_bn_relu"`` follows the study's decoder block (transposed conv + BN + ReLU before
+the skip concatenation); ``"deconv"`` (a bare transposed conv) is what the shipped demo model and
+earlier plans use."""
 
 from __future__ import annotations
 
@@ -14,16 +18,26 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+DECODERS = ("deconv", "deconv_bn_relu")
+
+
 class UNet3D(nn.Module):
-    def __init__(self, features: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 1, out_channels: int = 1):
+    def __init__(self, features: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 1, out_channels: int = 1,
+                 decoder: str = "deconv"):
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         if len(features) != 4:
             raise ValueError("UNet3D has 4 resolution levels: give 4 feature widths")
         f = list(features)
         self.enc = nn.ModuleList([_block(in_channels, f[0]), _block(f[0], f[1]), _block(f[1], f[2])])
         self.pool = nn.MaxPool3d(2)
         self.bottom = _block(f[2], f[3])
-        self.up = nn.ModuleList([nn.ConvTranspose3d(f[i + 1], f[i], 2, stride=2) for i in (2, 1, 0)])
+        def up(cin: int, cout: int) -> nn.Module:
+            deconv = nn.ConvTranspose3d(cin, cout, 2, stride=2, bias=decoder == "deconv")
+            return deconv if decoder == "deconv" else nn.Sequential(deconv, nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+        self.up = nn.ModuleList([up(f[i + 1], f[i]) for i in (2, 1, 0)])
         self.dec = nn.ModuleList([_block(2 * f[i], f[i]) for i in (2, 1, 0)])
         self.head = nn.Conv3d(f[0], out_channels, 1)
         for m in self.modules():

@@ -16,6 +16,9 @@ from ..volume import Volume
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+INTENSITY_MODES = ("window", "dataset_minmax")
+
+
 @dataclass
 class Plan:
     target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 5.0)
@@ -29,6 +32,10 @@ class Plan:
     mirror_axes: str = ""
     # inference on a crop around the mediastinum found by the anatomy step (training crops alike)
     crop_to_mediastinum: bool = False
+    # "window": clip to hu_window (a chosen HU window); "dataset_minmax": the study's rescaling with
+    # the training set's minimum and maximum HU, which training stores in hu_window
+    intensity: str = "window"
+    decoder: str = "deconv"  # network decoder block (see network.UNet3D)
 
     def __post_init__(self) -> None:
         self.target_spacing_xyz = tuple(float(s) for s in self.target_spacing_xyz)  # type: ignore[assignment]
@@ -42,6 +49,12 @@ class Plan:
         self.mirror_axes = "".join(sorted(set(str(self.mirror_axes or "")), key="xyz".index)) if set(
             str(self.mirror_axes or "")) <= set("xyz") else _bad_mirror(self.mirror_axes)
         self.crop_to_mediastinum = bool(self.crop_to_mediastinum)
+        if self.intensity not in INTENSITY_MODES:
+            raise ModelError(f"plan intensity must be one of {', '.join(INTENSITY_MODES)}, got {self.intensity!r}")
+        from .network import DECODERS
+
+        if self.decoder not in DECODERS:
+            raise ModelError(f"plan decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if any(p % 8 for p in self.patch_size_zyx):
             raise ModelError(f"patch size {self.patch_size_zyx} must be divisible by 8 (three poolings)")
 
@@ -52,7 +65,7 @@ class Plan:
     def from_dict(cls, d: dict[str, Any]) -> Plan:
         try:
             req = {k: d[k] for k in ("target_spacing_xyz", "hu_window", "patch_size_zyx", "features")}
-            opt = {k: d[k] for k in ("orientation", "mirror_axes", "crop_to_mediastinum") if k in d}
+            opt = {k: d[k] for k in ("orientation", "mirror_axes", "crop_to_mediastinum", "intensity", "decoder") if k in d}
             return cls(**req, **opt)
         except (KeyError, TypeError) as e:
             raise ModelError(f"segmentation plan is incomplete ({e})") from e
@@ -101,6 +114,20 @@ def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: boo
 
 
 def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """HU → [0, 1] inside the window (the published rescaling)."""
+    """HU → [0, 1] inside ``window``: a chosen HU window, or (plan intensity ``dataset_minmax``,
+    the study's rescaling) the training set's minimum and maximum."""
     lo, hi = window
     return np.clip((hu.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def dataset_hu_range(volumes: Any) -> tuple[float, float]:
+    """The minimum and maximum HU over CTs (padding below -1024 HU, outside the scan circle, is
+    not tissue and is floored), for the study's min–max intensity rescaling."""
+    lo, hi = np.inf, -np.inf
+    for v in volumes:
+        a = np.asarray(v.array)
+        lo = min(lo, float(max(a.min(), -1024)))
+        hi = max(hi, float(a.max()))
+    if not np.isfinite(lo) or hi <= lo:
+        raise InputError("cannot compute the training set's HU range (no CT, or constant CTs)")
+    return lo, hi

@@ -40,6 +40,12 @@ def prepare_cases(manifest: str | Path, plan: Plan, progress: ProgressCallback |
     if len(cases) < 2:
         raise InputError("training needs at least 2 cases with a 'mask' column", manifest)
     out: dict[str, list[PreparedCase]] = {"train": [], "val": [], "test": []}
+    if plan.intensity == "dataset_minmax":  # the study's rescaling: the training cases' HU range, kept in the plan
+        from .plan import dataset_hu_range
+
+        train_cases = [c for i, c in enumerate(cases) if (c.split or ("val" if i % 5 == 4 else "train")) == "train"]
+        plan.hu_window = dataset_hu_range(read_ct(c.ct) for c in train_cases)
+        log.info("intensity rescaled with the training set's HU range %s", plan.hu_window)
     for i, c in enumerate(cases):
         ct = read_ct(c.ct)
         m = read_mask(c.mask, ct, allow_empty=True)
@@ -73,21 +79,34 @@ def prepare_volume(ct: Any, mask: Any, plan: Plan) -> tuple[np.ndarray, np.ndarr
 
 
 def _augment(img: np.ndarray, msk: np.ndarray, rng: np.random.Generator, rot_deg: float,
-             scale_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+             scale_range: tuple[float, float], scale_per_axis: bool = False) -> tuple[np.ndarray, np.ndarray]:
     angle = rng.uniform(-rot_deg, rot_deg)
     if abs(angle) > 0.5:
         img = ndimage.rotate(img, angle, axes=(1, 2), reshape=False, order=1, mode="nearest")
         msk = ndimage.rotate(msk, angle, axes=(1, 2), reshape=False, order=0, mode="constant")
-    s = rng.uniform(*scale_range)
-    if abs(s - 1) > 0.02:
-        img = ndimage.zoom(img, (1, s, s), order=1, mode="nearest")
-        msk = ndimage.zoom(msk, (1, s, s), order=0, mode="constant")
+    sy = rng.uniform(*scale_range)
+    sx = rng.uniform(*scale_range) if scale_per_axis else sy  # the study scales each axial axis on its own
+    if abs(sy - 1) > 0.02 or abs(sx - 1) > 0.02:
+        img = ndimage.zoom(img, (1, sy, sx), order=1, mode="nearest")
+        msk = ndimage.zoom(msk, (1, sy, sx), order=0, mode="constant")
     return img, msk
+
+
+def batch_foreground(batch_size: int, fg_fraction: float, balanced: bool) -> list[float]:
+    """Per batch item, the chance its crop is centred on tumor. ``balanced`` (the study's
+    sampling): every batch holds both — round(fg · n) tumor crops (at least one) and the rest
+    (at least one, when n > 1) anywhere; otherwise each crop draws independently."""
+    if not balanced:
+        return [fg_fraction] * batch_size
+    n_fg = min(batch_size, max(1, round(fg_fraction * batch_size)))
+    if batch_size > 1:
+        n_fg = min(n_fg, batch_size - 1)
+    return [1.0] * n_fg + [0.0] * (batch_size - n_fg)
 
 
 def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random.Generator, fg_fraction: float,
                  rot_deg: float = 10.0, scale_range: tuple[float, float] = (0.8, 1.2),
-                 mirror_axes: str = "") -> tuple[np.ndarray, np.ndarray]:
+                 mirror_axes: str = "", scale_per_axis: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A crop holding tumor (with probability ``fg_fraction``) or anywhere, then augmented."""
     # crop a margin-enlarged region first so rotation/scaling have context, then the final patch
     big = tuple(int(p * 1.5) if i else p for i, p in enumerate(patch))
@@ -102,7 +121,7 @@ def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random
         center = np.array([rng.integers(s) for s in img.shape])
     start = [int(np.clip(c - b // 2, 0, s - b)) for c, b, s in zip(center, big, img.shape)]
     sl = tuple(slice(a, a + b) for a, b in zip(start, big))
-    pi, pm = _augment(img[sl], msk[sl], rng, rot_deg, scale_range)
+    pi, pm = _augment(img[sl], msk[sl], rng, rot_deg, scale_range, scale_per_axis)
     # centre crop to the patch size (pad if scaling made it smaller)
     pad = [(0, max(0, p - s)) for p, s in zip(patch, pi.shape)]
     if any(p[1] for p in pad):
@@ -177,7 +196,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = prepared or prepare_cases(manifest, plan, progress)
-    net = UNet3D(plan.features).to(dev)
+    net = UNet3D(plan.features, decoder=plan.decoder).to(dev)
     if init_weights:  # fine-tuning: start from an earlier model of the same plan (safetensors only)
         from safetensors.torch import load_file
 
@@ -198,6 +217,8 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
                 history = [dict(r) for r in csv.DictReader(f)]
         log.info("resumed at epoch %d (best val Dice %.3f)", start_epoch, best)
     weights = out / f"{name}.safetensors"
+    fg_share = batch_foreground(bs, float(tcfg.get("foreground_fraction", 0.67)),
+                                bool(tcfg.get("balanced_batches", False)))
     t0 = time.perf_counter()
     net.train()
     for epoch in range(start_epoch, epochs):
@@ -205,9 +226,10 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
         for it in range(iters):
             check(cancel)
             batch = [random_patch(data["train"][rng.integers(len(data["train"]))], plan.patch_size_zyx, rng,
-                                  float(tcfg.get("foreground_fraction", 0.67)), float(tcfg.get("rotation_deg", 10)),
-                                  tuple(tcfg.get("scale_range", (0.8, 1.2))), plan.mirror_axes)
-                     for _ in range(bs)]
+                                  fg_share[j], float(tcfg.get("rotation_deg", 10)),
+                                  tuple(tcfg.get("scale_range", (0.8, 1.2))), plan.mirror_axes,
+                                  bool(tcfg.get("scale_per_axis", False)))
+                     for j in range(bs)]
             x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(dev)
             y = torch.from_numpy(np.stack([b[1] for b in batch])[:, None]).to(dev)
             opt.zero_grad(set_to_none=True)
