@@ -111,7 +111,7 @@ def paper_model(folder: Path) -> Path:
         return card_path
     plan = Plan(**load_config("segmentation_paper")["plan"])
     torch.manual_seed(0)
-    net = UNet3D(plan.features).eval()
+    net = UNet3D(plan.features, decoder=getattr(plan, "decoder", "deconv")).eval()
     card = ModelCard(name="bench-paper-random", task="segmentation", weights_file="", demo=True,
                      intended_use="benchmark only: random weights (demo — not for clinical use)")
     return save_model(net, plan, folder / "bench-paper-random.safetensors", card)
