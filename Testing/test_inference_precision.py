@@ -29,7 +29,13 @@ def test_folded_batchnorm_is_the_same_network():
     from mediastinal_ai.segmentation.network import UNet3D
 
     torch.manual_seed(0)
-    net = UNet3D((4, 8, 8, 8)).eval()
+    for decoder in ("deconv", "deconv_bn_relu"):  # the published decoder has BN after the deconvolution
+        _check_fold(UNet3D((4, 8, 8, 8), decoder=decoder).eval())
+
+
+def _check_fold(net):
+    import torch
+
     for m in net.modules():  # non-trivial running statistics, as after training
         if isinstance(m, torch.nn.BatchNorm3d):
             m.running_mean.uniform_(-0.5, 0.5)

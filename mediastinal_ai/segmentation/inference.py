@@ -140,8 +140,8 @@ def choose_precision(precision: str | None, device: str) -> str:
 
 
 def _fold_batchnorm(net: Any) -> Any:
-    """A copy of ``net`` (eval mode) with every Conv3d→BatchNorm3d pair folded into one
-    convolution: the same function, one pass over each activation less."""
+    """A copy of ``net`` (eval mode) with every Conv3d→BatchNorm3d and ConvTranspose3d→BatchNorm3d
+    pair folded into one convolution: the same function, one pass over each activation less."""
     import copy
 
     import torch
@@ -151,8 +151,9 @@ def _fold_batchnorm(net: Any) -> Any:
     for m in out.modules():
         if isinstance(m, torch.nn.Sequential):
             for i in range(len(m) - 1):
-                if isinstance(m[i], torch.nn.Conv3d) and isinstance(m[i + 1], torch.nn.BatchNorm3d):
-                    m[i] = fuse_conv_bn_eval(m[i], m[i + 1])
+                if isinstance(m[i], (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) \
+                        and isinstance(m[i + 1], torch.nn.BatchNorm3d):
+                    m[i] = fuse_conv_bn_eval(m[i], m[i + 1], transpose=isinstance(m[i], torch.nn.ConvTranspose3d))
                     m[i + 1] = torch.nn.Identity()
     return out
 
