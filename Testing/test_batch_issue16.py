@@ -306,3 +306,20 @@ def test_dead_case_leaves_no_running_marker(tmp_path, monkeypatch):
                       on_result=on_result)
     assert {r["case_id"]: r["status"] for r in rows} == {"c0": "ok", "c1": "failed"}
     assert seen == {"c0": False, "c1": False}
+
+
+def test_summary_names_the_results_csv_it_describes(tmp_path):
+    """results.csv and summary.json are two atomic writes; a kill between them is detectable."""
+    from mediastinal_ai.batch.engine import RunConfig, _write_results, summary_matches_results
+
+    cfg = RunConfig(steps=["segment"])
+    rows = [{"case_id": "a", "status": "ok", "seconds": 1.0}, {"case_id": "b", "status": "failed",
+                                                                 "error": "x", "error_type": "InputError"}]
+    _write_results(tmp_path, rows, cfg, partial=True)
+    assert summary_matches_results(tmp_path)
+    summary = (tmp_path / "summary.json").read_text()
+    _write_results(tmp_path, rows + [{"case_id": "c", "status": "ok", "seconds": 2.0}], cfg, partial=True)
+    (tmp_path / "summary.json").write_text(summary)  # as if killed after results.csv, before summary.json
+    assert not summary_matches_results(tmp_path)
+    _write_results(tmp_path, rows + [{"case_id": "c", "status": "ok", "seconds": 2.0}], cfg, partial=False)
+    assert summary_matches_results(tmp_path)  # the next write (a resumed run) heals it

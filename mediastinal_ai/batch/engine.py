@@ -577,8 +577,9 @@ def _write_results(out: Path, rows: list[dict[str, Any]], cfg: RunConfig, partia
         df = pd.DataFrame(columns=["case_id", "status", "error"])
     lead = ["case_id", "status", "error", "error_type", "seconds"]
     df = df[[c for c in lead if c in df.columns] + [c for c in df.columns if c not in lead]]
+    text = df.to_csv(index=False)
     with atomic_path(out / "results.csv") as tmp:
-        df.to_csv(tmp, index=False)
+        Path(tmp).write_text(text, encoding="utf-8")
     if not partial:
         with contextlib.suppress(ImportError), atomic_path(out / "results.parquet") as tmp:
             df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
@@ -593,5 +594,21 @@ def _write_results(out: Path, rows: list[dict[str, Any]], cfg: RunConfig, partia
         "complete": not partial, "cases": len(rows), "ok": counts.get("ok", 0), "skipped": counts.get("skipped", 0),
         "failed": counts.get("failed", 0), "failures_by_type": failures,
         "steps": cfg.steps, "workers": cfg.workers, "scheduler": cfg.scheduler,
-        "seconds": round(seconds or 0.0, 2), **provenance(params=cfg.params),
+        "seconds": round(seconds or 0.0, 2),
+        # which results.csv this summary describes: two files cannot be replaced in one atomic step,
+        # so a kill between the two writes is detectable (summary_matches_results) and healed on resume
+        "results_csv_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        **provenance(params=cfg.params),
     })
+
+
+def summary_matches_results(out: str | Path) -> bool:
+    """Whether ``summary.json`` describes the ``results.csv`` beside it (False after a kill between
+    their two writes, or when either is missing)."""
+    out = Path(out)
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        data = (out / "results.csv").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return summary.get("results_csv_sha256") == hashlib.sha256(data).hexdigest()
