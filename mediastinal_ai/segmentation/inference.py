@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
 from .plan import Plan, normalise, resample
-from .postprocess import components, lesion_table, restrict_to_box
+from .postprocess import component_box, components, lesion_table, restrict_to_box
 
 log = logging.getLogger(__name__)
 
@@ -364,37 +364,41 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
     dropped: list[dict[str, Any]] = []
     if anatomy is not None or uncertainty is not None:
         keep = []
+        boxes = ndimage.find_objects(labels)
         for row in lesions:
-            sel = labels == row["lesion_id"]
+            lid = row["lesion_id"]
+            sl = component_box(labels, lid, boxes, margin=1)  # everything below stays inside the box
+            sel = labels[sl] == lid
             if uncertainty is not None:
-                row["confidence"] = round(float(probability.array[sel].mean()), 3)
-                row["mean_uncertainty"] = round(float(uncertainty.array[sel].mean()), 4)
+                row["confidence"] = round(float(probability.array[sl][sel].mean()), 3)
+                row["mean_uncertainty"] = round(float(uncertainty.array[sl][sel].mean()), 4)
             touch = middle = None
             if anatomy is not None:
-                idx = np.argwhere(sel)[:, ::-1].astype(float)
+                origin = np.array([b.start for b in sl])
+                idx = (np.argwhere(sel) + origin)[:, ::-1].astype(float)
                 comp, inside = lesion_compartment(anatomy, ct.index_to_lps(idx))
                 row["compartment"] = comp
                 row["inside_mediastinum"] = round(inside, 3)
                 if restrict_to_mediastinum and inside < MIN_INSIDE_FRACTION:
                     dropped.append({k: row[k] for k in ("volume_ml", "centroid_lps_mm", "compartment",
                                                          "inside_mediastinum")})
-                    labels[sel] = 0
+                    labels[sl][sel] = 0
                     continue
                 shell = ndimage.binary_dilation(sel, iterations=1) & ~sel
-                hu = ct.array[shell]
+                hu = ct.array[sl][shell]
                 touch = float((hu > 150).mean()) if hu.size and anatomy.stats.get("contrast", False) else None
-                sidx = np.argwhere(shell)[:, ::-1].astype(float)
+                sidx = (np.argwhere(shell) + origin)[:, ::-1].astype(float)
                 middle = float((anatomy.codes_at(ct.index_to_lps(sidx)) == MIDDLE).mean()) if len(sidx) else None
             reasons = _review(row, touch, middle)
             row["review"] = bool(reasons)
             row["review_reasons"] = "; ".join(reasons)
             keep.append(row)
         if len(keep) != len(lesions):  # renumber the kept lesions 1..n (largest first, as before)
-            new = np.zeros_like(labels)
+            remap = np.zeros(len(lesions) + 1, labels.dtype)
             for i, row in enumerate(keep, start=1):
-                new[labels == row["lesion_id"]] = i
+                remap[row["lesion_id"]] = i
                 row["lesion_id"] = i
-            labels = new
+            labels = remap[labels]
         lesions = keep
     return ct.with_array((labels > 0).astype(np.uint8), units="label"), labels, lesions, dropped
 
