@@ -165,7 +165,9 @@ def test_cohort_is_labelled_synthetic_everywhere(tmp_path):
 
     m = generate_cohort(6, tmp_path / "c", seed=40, inplane_size=48, classes=["cyst", "thymoma_B2", "lipoma"])
     header = m.read_text().splitlines()[0].split(",")
-    assert all(col in header for col in COLUMNS)
+    # every standard column except reader 1's repeat outline, which the generator does not simulate
+    # (intra-observer ICC is then skipped, logged by radiomics.selection)
+    assert all(col in header for col in COLUMNS if col != "mask_reader1_repeat")
     cases = read_manifest(m)
     assert {c.lesion_class for c in cases} <= {"cyst", "thymoma_B2", "lipoma"}
     for c in cases:
