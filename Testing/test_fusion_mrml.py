@@ -43,6 +43,9 @@ def test_predict_with_ctc_writes_table_with_fused_and_ct_only_rows(scene_case):
     scene, vn, sn, sid = scene_case
     table, result = predict_with_ctc(scene, vn, sn, sid, "11.5", age=63, sex="F", lesion_site="anterior")
     assert table.IsA("vtkMRMLTableNode")
+    prov = json.loads(table.GetAttribute("MediastinalAI.provenance"))
+    assert prov["model"]["sha256"] == result["fusion"]["model_sha256"] and prov["params"]["task"] == "fusion"
+    assert prov["produced_by"].startswith("mediastinal-ai")
     rows = nodes.table_to_records(table)
     assert [r["model_kind"] for r in rows] == ["fusion (CT + CTC)", "CT only"]
     for r, key in zip(rows, ("fusion", "ct_only"), strict=True):

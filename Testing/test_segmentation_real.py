@@ -400,6 +400,10 @@ def test_cli_flags_reach_the_result_and_mrml_keeps_the_restriction(real_with_les
     assert np.array_equal(seg_mask > 0, file_mask > 0)
     prob_node = got["probability_node"]
     assert prob_node.GetNodeReferenceID("MediastinalAIUncertainty")
+    for n in (got["segmentation_node"], prob_node, got["table_node"]):  # provenance on every result node
+        rec = json.loads(n.GetAttribute("MediastinalAI.provenance"))
+        assert rec["source"]["kind"] == "file" and rec["source"]["path"] == str(src) and rec["produced_by"]
+        assert rec["model"]["label"] == r2["model"] and rec["params"]["threshold"] == 0.5
     # plant a lung blob in the stored probability and re-threshold: it is dropped again
     a = analyse_chest(canonical(read_ct(src))[0])
     blob, ball = _probability_with_blob_in_lung(read_ct(src), a)

@@ -39,4 +39,6 @@ def publish_risk_cnn(scene: Any, volume_node: Any, res: dict[str, Any], cam: Any
            "model_sha256": res["model_sha256"], "warnings": "; ".join(res.get("warnings") or [])}
     table = nodes.records_to_table(scene, [row], name=f"CNN risk - {volume_node.GetName()}", role="risk-cnn",
                                    attributes={"MediastinalAI.result": json.dumps(res, default=str)})
+    nodes.stamp_provenance([table, cam_node], volume_node, model={"name": res["model"], "sha256": res["model_sha256"]},
+                           task="risk-cnn", threshold=res["threshold"])
     return table, cam_node, res

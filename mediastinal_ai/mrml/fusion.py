@@ -63,6 +63,8 @@ def publish_fusion(scene: slicer.vtkMRMLScene, volume_node: Any, segment_id: str
             "MediastinalAI.modelSha256": fused["model_sha256"],
             ATTR_RESULT: json.dumps(result, default=str),
         })
+    nodes.stamp_provenance([table_node], volume_node, model={"name": fused["model"], "sha256": fused["model_sha256"]},
+                           task="fusion", segment_id=segment_id)
     result["table_node_id"] = table_node.GetID()
     return table_node, result
 

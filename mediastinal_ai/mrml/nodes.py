@@ -31,6 +31,7 @@ API (what the task adapters build on)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -725,3 +726,27 @@ def _json_default(o: Any) -> Any:
         return _fileio_json_default(o)
     except TypeError:
         return str(o)
+
+
+ATTR_PROVENANCE = "MediastinalAI.provenance"  # JSON in the shared schema of docs/provenance.md
+
+
+def stamp_provenance(result_nodes: Sequence[Any], volume_node: Any, model: dict[str, Any] | None = None,
+                     **params: Any) -> dict[str, Any]:
+    """Record on every result node what produced it: the source CT (DICOM series or file sha256,
+    from the CT node's metadata), the model (name/version/sha256), parameters and the package
+    version — the same record the command-line outputs carry. Saved with the scene."""
+    import types
+
+    from ..fileio import provenance, source_provenance
+
+    meta = {}
+    with contextlib.suppress(ValueError, TypeError):
+        meta = json.loads(volume_node.GetAttribute(ATTR_METADATA) or "{}") if volume_node is not None else {}
+    record = provenance(source=source_provenance(types.SimpleNamespace(metadata=meta)), model=model or {},
+                        params=params)
+    text = json.dumps(record, default=_json_default, sort_keys=True)
+    for n in result_nodes:
+        if n is not None:
+            n.SetAttribute(ATTR_PROVENANCE, text)
+    return record

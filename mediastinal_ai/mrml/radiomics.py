@@ -75,6 +75,7 @@ def publish_risk(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_node
                     "MediastinalAI.modelSha256": result["model"]["sha256"],
                     ATTR_RADIOMICS_VERSION: _radiomics_version_text(),
                     ATTR_RESULT: json.dumps(result, default=str)})
+    nodes.stamp_provenance([table], volume_node, model=result["model"], task="risk-radiomics", segment_id=segment_id)
     result["table_node_id"] = table.GetID()
     return table, result
 
@@ -126,7 +127,7 @@ def publish_features(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_
     the radiomics version that computed it is kept with it (``MediastinalAI.radiomicsVersion``)."""
     from ..radiomics.params import params_hash
 
-    return nodes.records_to_table(
+    table = nodes.records_to_table(
         scene, feature_rows(feats), name=f"Radiomics features - {volume_node.GetName()}",
         node=_existing_table(scene, ROLE_FEATURES, volume_node, segment_id), role=ROLE_FEATURES,
         columns=["image_type", "feature_class", "feature", "value", "name"],
@@ -134,6 +135,8 @@ def publish_features(scene: slicer.vtkMRMLScene, volume_node: Any, segmentation_
                     "MediastinalAI.radiomicsParamsHash": params_hash(params),
                     ATTR_RADIOMICS_VERSION: _radiomics_version_text(packages),
                     "MediastinalAI.radiomicsParams": json.dumps(params, default=str)})
+    nodes.stamp_provenance([table], volume_node, task="radiomics-features", radiomics_params_hash=params_hash(params))
+    return table
 
 
 def stored_result(table_node: Any) -> dict[str, Any] | None:

@@ -211,6 +211,9 @@ def _publish(scene: Any, volume_node: Any, probability, mask, lesions, threshold
         prob_node.SetAttribute(ATTR_ANATOMY, json.dumps(anatomy.summary(), default=str))
     table = nodes.records_to_table(scene, _lesion_records(lesions), name=f"{name} lesions",
                                    node=table_node, columns=LESION_COLUMNS, attributes={"MediastinalAI.model": model_label})
+    nodes.stamp_provenance([seg_node, prob_node, table, _referenced(scene, prob_node, REF_UNCERTAINTY)], volume_node,
+                           model={"label": model_label}, task="segmentation", threshold=threshold,
+                           restrict_to_mediastinum=restrict)
     return {"segmentation_node": seg_node, "segment_id": segment_id, "probability_node": prob_node,
             "table_node": table, "lesions": lesions, "threshold": threshold, "model": model_label}
 
