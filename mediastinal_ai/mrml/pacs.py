@@ -23,18 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..pacs.sr import finite_float
 from . import nodes
 
-ATTR_PROVENANCE = "MediastinalAI.provenance"  # JSON, shared schema (docs/provenance.md)
+ATTR_PROVENANCE = nodes.ATTR_PROVENANCE  # JSON, shared schema (docs/provenance.md)
 ATTR_DICOM_EXPORT = "MediastinalAI.dicomExport"  # JSON: the SOP instance UIDs last written
-
-
-def _float(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
 
 
 def _table_lesions(records: list[dict[str, Any]] | None, labels: np.ndarray, ct: Any) -> list[dict[str, Any]] | None:
@@ -46,13 +39,13 @@ def _table_lesions(records: list[dict[str, Any]] | None, labels: np.ndarray, ct:
         return None
     out = []
     for r, f in zip(sorted(records, key=lambda r: int(float(r.get("lesion_id", 0)))), fresh):
-        v = _float(r.get("volume_ml"))
+        v = finite_float(r.get("volume_ml"))
         if v is None or abs(v - f["volume_ml"]) > max(0.002, 0.001 * f["volume_ml"]):
             return None
         row = dict(f)
         for k in ("compartment", "confidence", "max_probability", "review"):
             if r.get(k) not in (None, ""):
-                row[k] = r[k] if k in ("compartment", "review") else _float(r[k])
+                row[k] = r[k] if k in ("compartment", "review") else finite_float(r[k])
         if isinstance(row.get("review"), str):
             row["review"] = row["review"].strip().lower() in ("1", "true", "yes")
         out.append(row)
@@ -110,7 +103,7 @@ def export_dicom_sr(scene: Any, volume_node: Any, segmentation_node: Any, segmen
         if unc_node is not None:
             u = nodes.node_to_volume(unc_node, units="probability")
             unc = ct.with_array(np.asarray(u.array, np.float32), units="probability") if u.shape == ct.shape else None
-    threshold = _float(probability_node.GetAttribute("MediastinalAI.threshold")) if probability_node is not None \
+    threshold = finite_float(probability_node.GetAttribute("MediastinalAI.threshold")) if probability_node is not None \
         else None
     paths = export_case(ct, out_dir, mask=mask, lesions=lesions, seg_model=seg_model, labels=labels,
                         probability=prob, uncertainty=unc, predictions=predictions, threshold=threshold, edited=edited,

@@ -247,7 +247,7 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
     The segment is rebuilt from the probability map with the run's own post-processing (the
     saved anatomy, so components outside the mediastinum are dropped as in ``mask.nrrd``)."""
     from ..anatomy import ChestAnatomy
-    from ..io.probability import read_probability as read_image  # uint16 fixed point or old float32 maps
+    from ..io.probability import read_probability  # uint16 fixed point or old float32 maps
     from ..segmentation.inference import postprocess_full
 
     d = Path(result_dir)
@@ -256,8 +256,8 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
             raise InputError(f"segmentation result is incomplete: {name} missing", d)
     info = json.loads((d / "result.json").read_text(encoding="utf-8"))
     ct = nodes.node_to_volume(volume_node, units="HU")
-    prob = _on_grid(read_image(d / "probability.nrrd"), ct, "probability map", d)
-    unc = _on_grid(read_image(d / "uncertainty.nrrd"), ct, "uncertainty map", d) \
+    prob = _on_grid(read_probability(d / "probability.nrrd"), ct, "probability map", d)
+    unc = _on_grid(read_probability(d / "uncertainty.nrrd"), ct, "uncertainty map", d) \
         if (d / "uncertainty.nrrd").is_file() else None
     anatomy = ChestAnatomy.load(d, info.get("anatomy"))
     params = info.get("params") or {}

@@ -46,7 +46,8 @@ def _unit(value: str, meaning: str) -> Any:
     return CodedConcept(value, "UCUM", meaning)
 
 
-def _num(x: Any) -> float | None:
+def finite_float(x: Any) -> float | None:
+    """``x`` as a finite float, or None (missing, unparsable, NaN or infinite): an SR holds no NaN."""
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -66,7 +67,7 @@ def _algorithm_id(model: Any, extra: dict[str, Any] | None = None) -> Any:
 def _measurement(name: Any, value: Any, unit: Any, model: Any = None, derivation: Any = None) -> Any | None:
     import highdicom as hd
 
-    v = _num(value)
+    v = finite_float(value)
     if v is None:
         return None
     return hd.sr.Measurement(name=name, value=v, unit=unit, derivation=derivation,
@@ -256,7 +257,7 @@ def make_measurement_report(sources: Any, lesions: list[dict[str, Any]], seg_mod
         lid = int(row.get("lesion_id", 0))
         num = numbers.get(lid, lid if lid <= n_segments else 1)
         imaging.append(_lesion_group(row, seg, num, seg_model))
-    total = sum(_num(r.get("volume_ml")) or 0.0 for r in lesions)
+    total = sum(finite_float(r.get("volume_ml")) or 0.0 for r in lesions)
     imaging.append(_group("segmentation summary", seg_model, [
         _measurement(_private("NLESIONS", "Number of lesions found"), len(lesions), _unit("{lesions}", "lesions")),
         _measurement(_private("TOTALVOL", "Total tumor volume"), round(total, 3), _unit("mL", "milliliter")),
