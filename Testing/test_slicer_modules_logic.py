@@ -305,6 +305,14 @@ def _start_tree():
     return psutil, parent, grandchild
 
 
+def _kill_all(psutil, *pids):
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _gone(psutil, pid):
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -321,11 +329,7 @@ def test_kill_process_tree_stops_the_child_and_the_grandchild():
         assert parent.pid in killed and grandchild in killed
         assert _gone(psutil, grandchild) and parent.returncode is not None
     finally:
-        for pid in (parent.pid, grandchild):
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill_all(psutil, parent.pid, grandchild)
 
 
 def test_runner_cancel_kills_the_whole_tree_of_its_process(scene):
@@ -340,11 +344,7 @@ def test_runner_cancel_kills_the_whole_tree_of_its_process(scene):
         runner._onFinished(9, _QProcess.CrashExit)
         assert events["finished"] == [(False, "cancelled")]
     finally:
-        for pid in (parent.pid, grandchild):
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill_all(psutil, parent.pid, grandchild)
 
 
 def test_save_report_writes_the_file_the_user_chose(scene, tmp_path):
