@@ -83,3 +83,82 @@ def test_study_decoder_block_has_bn_and_relu_after_the_deconv():
     assert kinds == ["ConvTranspose3d", "BatchNorm3d", "ReLU"]
     assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
     assert isinstance(UNet3D((4, 8, 8, 16)).up[0], torch.nn.ConvTranspose3d)  # the demo model's layout
+
+
+# --- intensity augmentation: a labelled deviation the demo config turns on (mediastinal_ai/segmentation/augment.py)
+
+from mediastinal_ai.segmentation.augment import IntensityAugmentation  # noqa: E402
+
+HU = (-200.0, 300.0)  # 500 HU across [0, 1]
+SPACING_ZYX = (5.0, 2.5, 2.5)
+
+
+def test_paper_recipe_has_no_intensity_augmentation_and_the_demo_has_it():
+    assert IntensityAugmentation.from_config(load_config("segmentation_paper")["training"]
+                                             .get("intensity_augmentation")) is None
+    demo = IntensityAugmentation.from_config(load_config("segmentation_demo")["training"]["intensity_augmentation"])
+    assert demo is not None and demo.p_noise > 0 and demo.p_blur > 0
+    assert IntensityAugmentation.from_config(demo.to_dict()) == demo  # what the card records rebuilds it
+
+
+@pytest.mark.parametrize("bad, what", [
+    ({"p_nois": 0.3}, "unknown"), ({"p_noise": 1.5}, "probability"), ({"p_noise": "often"}, "probability"),
+    ({"noise_sd_hu": [50, 10]}, "pair"), ({"gamma_range": 1.2}, "pair"), ({"blur_sigma_mm": [0.5, "x"]}, "pair"),
+    ([0.3], "mapping")])
+def test_bad_intensity_settings_are_refused_by_name(bad, what):
+    with pytest.raises(InputError, match=what):
+        IntensityAugmentation.from_config(bad)
+
+
+def test_noise_is_drawn_in_hounsfield_units():
+    img = np.full((8, 64, 64), 0.5, np.float32)
+    aug = IntensityAugmentation(p_noise=1.0, noise_sd_hu=(30.0, 30.0))
+    out = aug(img, np.random.default_rng(0), hu_range=HU, spacing_zyx=SPACING_ZYX)
+    sd_hu = float(np.std(out - img)) * (HU[1] - HU[0])
+    assert 28.5 < sd_hu < 31.5
+    # the same HU amount is a different [0, 1] amount under a wider window
+    out_wide = aug(img, np.random.default_rng(0), hu_range=(-1000.0, 1000.0), spacing_zyx=SPACING_ZYX)
+    assert float(np.std(out_wide - img)) * 2000.0 == pytest.approx(sd_hu, rel=0.05)
+
+
+def test_blur_acts_in_plane_in_millimetres():
+    img = np.zeros((9, 41, 41), np.float32)
+    img[4, 20, 20] = 1.0
+    aug = IntensityAugmentation(p_blur=1.0, blur_sigma_mm=(5.0, 5.0))
+    out = aug(img, np.random.default_rng(0), hu_range=HU, spacing_zyx=SPACING_ZYX)
+    assert out[3].max() == 0 and out[5].max() == 0  # no spread across slices
+    prof = out[4, 20] / out[4, 20].sum()
+    x = np.arange(41) - 20
+    sigma_vox = float(np.sqrt((prof * x ** 2).sum()))
+    assert sigma_vox == pytest.approx(5.0 / 2.5, rel=0.05)  # 5 mm on 2.5 mm pixels
+
+
+def test_output_stays_in_the_range_the_network_sees_and_off_means_unchanged():
+    rng = np.random.default_rng(1)
+    img = rng.random((8, 32, 32)).astype(np.float32)
+    strong = IntensityAugmentation(p_noise=1, noise_sd_hu=(200, 200), p_sharpen=1, sharpen_amount=(3, 3),
+                                   p_brightness=1, brightness_hu=(150, 150), p_contrast=1, contrast_range=(2, 2),
+                                   p_gamma=1, gamma_range=(0.5, 0.5))
+    out = strong(img, rng, hu_range=HU, spacing_zyx=SPACING_ZYX)
+    assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0 and np.isfinite(out).all()
+    assert not np.allclose(out, img)
+    off = IntensityAugmentation()(img, np.random.default_rng(2), hu_range=HU, spacing_zyx=SPACING_ZYX)
+    assert np.array_equal(off, img)
+
+
+def test_training_patches_get_the_intensity_augmentation_only_with_a_plan():
+    from mediastinal_ai.segmentation.train import PreparedCase, random_patch
+
+    img = np.full((16, 80, 80), 0.5, np.float32)
+    msk = np.zeros(img.shape, np.uint8)
+    msk[6:10, 30:50, 30:50] = 1
+    case = PreparedCase("c", img, msk)
+    plan = Plan(target_spacing_xyz=(2.5, 2.5, 5.0), patch_size_zyx=(8, 32, 32), hu_window=HU)
+    aug = IntensityAugmentation(p_noise=1.0, noise_sd_hu=(40.0, 40.0))
+    plain, _ = random_patch(case, (8, 32, 32), np.random.default_rng(3), 1.0, rot_deg=0.0, scale_range=(1, 1))
+    noisy, m = random_patch(case, (8, 32, 32), np.random.default_rng(3), 1.0, rot_deg=0.0, scale_range=(1, 1),
+                            intensity=aug, plan=plan)
+    assert float(np.std(plain)) < 1e-3 and float(np.std(noisy)) * 500 > 30
+    assert m.shape == (8, 32, 32)
+    with pytest.raises(ValueError, match="plan"):
+        random_patch(case, (8, 32, 32), np.random.default_rng(3), 1.0, intensity=aug)

@@ -30,12 +30,14 @@ import numpy as np
 
 NAME = "demo-seg-unet3d"
 COHORT = {"n_cases": 48, "seed": 1000}
+# real chest CT is mostly non-contrast (every Lung-PET-CT-Dx series): a second synthetic cohort in that phase
+COHORT_NON_CONTRAST = {"n_cases": 32, "seed": 3000, "contrast_phase": "non_contrast"}
 REPRO = "python tools/make_demo_segmentation.py --work /tmp/segdemo --install"
 # real backgrounds under --real-ct (read in place; never copied into the project)
 TRAIN_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0001_s1", "lung-pet-ct-dx/Lung_Dx-A0001_s2",
                      "lidc-contrast-slabs/LIDC-IDRI-0001", "aorta-cta-crop/ct.nii.gz", "mediastinum_crop_ct.nii.gz"]
 TEST_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0002_s3", "lung-pet-ct-dx/Lung_Dx-A0002_s4"]  # patient A0002: held out
-INSERTIONS_PER_BACKGROUND = {"train": 7, "test": 4}
+INSERTIONS_PER_BACKGROUND = {"train": 12, "test": 4}
 
 
 def build_real_cohorts(real_root: Path, work: Path) -> tuple[Path, Path]:
@@ -198,13 +200,20 @@ def main(argv: list[str] | None = None) -> int:
         from mediastinal_ai.synthetic import generate_cohort
 
         manifest = generate_cohort(COHORT["n_cases"], work / "cohort", seed=COHORT["seed"])
+    manifest_nc = work / "cohort_non_contrast" / "manifest.csv"
+    if not manifest_nc.is_file():
+        from mediastinal_ai.synthetic import generate_cohort
+
+        manifest_nc = generate_cohort(COHORT_NON_CONTRAST["n_cases"], work / "cohort_non_contrast",
+                                      seed=COHORT_NON_CONTRAST["seed"],
+                                      contrast_phase=COHORT_NON_CONTRAST["contrast_phase"])
     if a.export_prepared:  # for a GPU machine without SimpleITK: resampled HU + masks as .npz
         export_prepared(manifest, cfg, Path(a.export_prepared))
         return 0
     real_train = real_test = None
     if a.real_ct:
         real_train, real_test = build_real_cohorts(Path(a.real_ct), work)
-    tdata = {"synthetic": True, "cohort": COHORT,
+    tdata = {"synthetic": True, "cohort": COHORT, "cohort_non_contrast": COHORT_NON_CONTRAST,
              "backgrounds": TRAIN_BACKGROUNDS if a.real_ct else [],
              "held_out_backgrounds": TEST_BACKGROUNDS if a.real_ct else [],
              "kinds": ["synthetic phantom"] + (["synthetic-on-real", "real-negative"] if a.real_ct else [])}
@@ -216,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 
         plan = __import__("mediastinal_ai.segmentation.plan", fromlist=["Plan"]).Plan(**cfg["plan"])
         data = prepare_cases(manifest, plan, log_progress)
-        if real_train is not None:
-            more = prepare_cases(real_train, plan, log_progress)
+        for extra in (manifest_nc, real_train):
+            if extra is None:
+                continue
+            more = prepare_cases(extra, plan, log_progress)
             for k in data:
                 data[k] += more[k]
         summary = train(manifest, out, cfg, epochs=a.epochs, device=a.device, name=NAME, demo=True, seed=0,
@@ -231,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if real_metrics is not None:
         card.metrics["held_out_real_backgrounds"] = real_metrics
     card.training_data = {**card.training_data, **tdata,
-                          "manifest": "synthetic cohort generate_cohort(n_cases=48, seed=1000)"
+                          "manifest": "synthetic cohorts generate_cohort(n_cases=48, seed=1000) + "
+                          "generate_cohort(n_cases=32, seed=3000, contrast_phase='non_contrast')"
                           + (" + SYNTHETIC-ON-REAL insertions and real negatives (tools/make_demo_segmentation.py)"
                              if a.real_ct else "")}
     repro = REPRO + (f" --epochs {a.epochs}" if a.epochs else "") + (

@@ -1,6 +1,7 @@
 """Training of the 3D U-Net on a cohort manifest, as published: Dice loss, Adam 1e-3, axial
 rotation ±10°, scaling 0.8–1.2, random crops holding tumor and background, best-validation-Dice
-checkpoint. Resumable: ``checkpoint.pt`` (tensors only, read with ``weights_only=True``) holds
+checkpoint. Optional intensity augmentation (``training.intensity_augmentation``, a labelled
+deviation; see :mod:`.augment`). Resumable: ``checkpoint.pt`` (tensors only, read with ``weights_only=True``) holds
 the model, optimizer and epoch; the log is a CSV and a loss/Dice plot."""
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
+from .augment import IntensityAugmentation
 from .plan import Plan, normalise, resample
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,11 @@ def batch_foreground(batch_size: int, fg_fraction: float, balanced: bool) -> lis
 
 def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random.Generator, fg_fraction: float,
                  rot_deg: float = 10.0, scale_range: tuple[float, float] = (0.8, 1.2),
-                 mirror_axes: str = "", scale_per_axis: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A crop holding tumor (with probability ``fg_fraction``) or anywhere, then augmented."""
+                 mirror_axes: str = "", scale_per_axis: bool = False,
+                 intensity: Callable[..., np.ndarray] | None = None,
+                 plan: Plan | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A crop holding tumor (with probability ``fg_fraction``) or anywhere, then augmented
+    (geometry, then ``intensity`` — an :class:`~.augment.IntensityAugmentation` — when given)."""
     # crop a margin-enlarged region first so rotation/scaling have context, then the final patch
     big = tuple(int(p * 1.5) if i else p for i, p in enumerate(patch))
     img, msk = case.image, case.mask
@@ -133,6 +138,11 @@ def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random
         if rng.random() < 0.5:
             k = {"x": 2, "y": 1, "z": 0}[ax]
             pi, pm = np.flip(pi, k), np.flip(pm, k)
+    if intensity is not None:
+        if plan is None:
+            raise ValueError("intensity augmentation needs the plan (HU range, spacing)")
+        sx, sy, sz = plan.target_spacing_xyz
+        pi = intensity(pi, rng, hu_range=plan.hu_window, spacing_zyx=(sz, sy, sx))
     return np.ascontiguousarray(pi, dtype=np.float32), (np.ascontiguousarray(pm) > 0).astype(np.float32)
 
 
@@ -217,6 +227,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
                 history = [dict(r) for r in csv.DictReader(f)]
         log.info("resumed at epoch %d (best val Dice %.3f)", start_epoch, best)
     weights = out / f"{name}.safetensors"
+    intensity_aug = IntensityAugmentation.from_config(tcfg.get("intensity_augmentation"))
     fg_share = batch_foreground(bs, float(tcfg.get("foreground_fraction", 0.67)),
                                 bool(tcfg.get("balanced_batches", False)))
     t0 = time.perf_counter()
@@ -228,7 +239,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             batch = [random_patch(data["train"][rng.integers(len(data["train"]))], plan.patch_size_zyx, rng,
                                   fg_share[j], float(tcfg.get("rotation_deg", 10)),
                                   tuple(tcfg.get("scale_range", (0.8, 1.2))), plan.mirror_axes,
-                                  bool(tcfg.get("scale_per_axis", False)))
+                                  bool(tcfg.get("scale_per_axis", False)), intensity_aug, plan)
                      for j in range(bs)]
             x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(dev)
             y = torch.from_numpy(np.stack([b[1] for b in batch])[:, None]).to(dev)
