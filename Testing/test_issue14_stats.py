@@ -52,6 +52,17 @@ def test_mcnemar_against_statsmodels_when_installed():
         assert mcnemar(b, c, "chi2")["p"] == pytest.approx(sm.mcnemar(table, exact=False, correction=True).pvalue)
 
 
+def test_wilson_interval_against_statsmodels_when_installed():
+    """The Wilson interval behind every sensitivity/specificity/PPV/NPV CI and the FROC rows."""
+    prop = pytest.importorskip("statsmodels.stats.proportion")
+    from mediastinal_ai.evaluation.thresholds import wilson_ci
+
+    for k, n in [(0, 5), (1, 5), (5, 5), (17, 40), (93, 120), (3, 1000)]:
+        for conf in (0.95, 0.9):
+            lo, hi = prop.proportion_confint(k, n, alpha=1 - conf, method="wilson")
+            assert wilson_ci(k, n, conf) == pytest.approx((lo, hi), abs=1e-12)
+
+
 def test_mcnemar_paired_splits_positives_and_negatives():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)
