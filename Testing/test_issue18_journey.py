@@ -298,8 +298,9 @@ def test_one_case_folder_segment_predict_all_then_report_and_batch_use_the_same_
 
 
 def test_older_case_folders_are_still_read(tmp_path):
-    """A predict-cnn result.json (the old name) is the CNN part, not a segmentation; an older
-    fusion result without 'task' is recognised too."""
+    """A predict-cnn result.json (the old name) is the CNN part, not a segmentation; segment's old
+    result.json is the segmentation, but the new name wins; an older fusion result without 'task'
+    is recognised too."""
     from mediastinal_ai.case_files import find_result, result_path
 
     (tmp_path / "result.json").write_text(json.dumps({"task": "risk-cnn", "probability_high_risk": 0.7}))
@@ -307,6 +308,13 @@ def test_older_case_folders_are_still_read(tmp_path):
     assert find_result(tmp_path, "segmentation") is None
     (tmp_path / "segmentation_result.json").write_text(json.dumps({"task": "segmentation", "lesions": []}))
     assert find_result(tmp_path, "segmentation") == tmp_path / "segmentation_result.json"
+    old_seg = tmp_path / "s"
+    old_seg.mkdir()
+    (old_seg / "result.json").write_text(json.dumps({"task": "segmentation", "lesions": []}))
+    assert find_result(old_seg, "segmentation") == old_seg / "result.json"
+    assert find_result(old_seg, "risk-cnn") is None
+    (old_seg / "segmentation_result.json").write_text(json.dumps({"task": "segmentation", "lesions": [1]}))
+    assert find_result(old_seg, "segmentation") == old_seg / "segmentation_result.json"
     other = tmp_path / "o"
     other.mkdir()
     (other / "result.json").write_text(json.dumps({"fusion": {}, "ct_only": None}))

@@ -418,7 +418,7 @@ def test_segment_cli_dicom_sr_writes_seg_fractional_seg_and_sr(tmp_path, monkeyp
     assert alg.AlgorithmName == card.name and alg.AlgorithmVersion == card.version
     assert card.sha256 in alg.AlgorithmParameters
     rec = json.loads((tmp_path / "o" / "dicom_export.json").read_text(encoding="utf-8"))
-    assert rec["plan"] and rec["plan"] == json.loads((tmp_path / "o" / "result.json").read_text())["params"]["plan"]
+    assert rec["plan"] and rec["plan"] == json.loads((tmp_path / "o" / "segmentation_result.json").read_text())["params"]["plan"]
     assert rec["source"]["kind"] == "dicom-series" and rec["models"][0]["sha256"] == card.sha256
 
 

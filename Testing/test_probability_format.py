@@ -94,7 +94,7 @@ def test_mrml_import_reads_the_fixed_point_map(tmp_path):
         d = tmp_path / name
         d.mkdir()
         writer(ct.with_array(p, units="probability"), d / "probability.nrrd")
-        (d / "result.json").write_text(json.dumps({"threshold": 0.9, "model": "demo"}))
+        (d / "segmentation_result.json").write_text(json.dumps({"threshold": 0.9, "model": "demo"}))
         scene = nodes.new_scene()
         node = nodes.volume_to_node(scene, ct, name="CT", role="ct")
         got = import_result(scene, node, d)

@@ -78,7 +78,7 @@ def case_dir(tmp_path_factory):
     write_image(case.mask, d / "mask.nrrd")
     lesion = {"lesion_id": 1, "volume_ml": 23.4, "max_diameter_mm": 41.0, "centroid_lps_mm": [1.0, 2.0, 3.0],
               "mean_hu": 38.0, "max_probability": 0.97, "voxels": 1234}
-    (d / "result.json").write_text(json.dumps({"task": "segmentation", "n_lesions": 1, "lesions": [lesion],
+    (d / "segmentation_result.json").write_text(json.dumps({"task": "segmentation", "n_lesions": 1, "lesions": [lesion],
                                                "threshold": 0.5, "model": "unet-demo", "model_sha256": "a" * 64,
                                                "demo": True}))
     pd.DataFrame([{**lesion, "centroid_lps_mm": "1 2 3"}]).to_csv(d / "lesions.csv", index=False)

@@ -182,9 +182,9 @@ def test_segment_cli_writes_outputs_and_progress_lines(tmp_path):
     lines = [line for line in r.stdout.splitlines() if line.startswith("MEDIASTINALAI_PROGRESS")]
     fr = [float(line.split()[1]) for line in lines]
     assert len(lines) > 3 and fr == sorted(fr) and fr[-1] == 1.0
-    for f in ("mask.nrrd", "probability.nrrd", "lesions.csv", "result.json"):
+    for f in ("mask.nrrd", "probability.nrrd", "lesions.csv", "segmentation_result.json"):
         assert (out / f).is_file()
-    info = json.loads((out / "result.json").read_text())
+    info = json.loads((out / "segmentation_result.json").read_text())
     assert info["model_sha256"] and "not for clinical use" in info["model"]
 
 

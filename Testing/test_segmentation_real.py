@@ -216,7 +216,7 @@ def test_abdomen_ct_segmentation_warns_and_finds_nothing_outside(real_ct_dir, de
 
     assert cli.main(["segment", "--input", str(real_ct_dir / "abdomen_ct_dicom_series"), "--out",
                      str(tmp_path / "r"), "--no-tta"]) == 0
-    r = json.loads((tmp_path / "r" / "result.json").read_text())
+    r = json.loads((tmp_path / "r" / "segmentation_result.json").read_text())
     assert any("no lungs" in w for w in r["warnings"])
     assert r["anatomy"]["covers_mediastinum"] is False
 
@@ -383,13 +383,13 @@ def test_cli_flags_reach_the_result_and_mrml_keeps_the_restriction(real_with_les
     out = tmp_path / "r"
     assert cli.main(["segment", "-i", str(src), "-o", str(out), "--tta", "x", "--no-crop",
                      "--keep-outside-mediastinum"]) == 0
-    r = json.loads((out / "result.json").read_text())
+    r = json.loads((out / "segmentation_result.json").read_text())
     assert r["params"]["tta"] == "x" and r["params"]["crop_to_mediastinum"] is False
     assert r["params"]["restrict_to_mediastinum"] is False
     assert (out / "uncertainty.nrrd").is_file() and (out / "anatomy_labels.nrrd").is_file()
     out2 = tmp_path / "r2"
     assert cli.main(["segment", "-i", str(src), "-o", str(out2), "--no-tta"]) == 0
-    r2 = json.loads((out2 / "result.json").read_text())
+    r2 = json.loads((out2 / "segmentation_result.json").read_text())
     assert r2["params"]["tta"] == "none" and r2["params"]["restrict_to_mediastinum"] is True
     # MRML: the segment equals mask.nrrd (dropped components stay dropped), also after re-thresholding
     scene = nodes.new_scene()

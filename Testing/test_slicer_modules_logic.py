@@ -268,7 +268,7 @@ def test_roi_crossing_the_midline_reaches_the_cli_as_one_argument_and_runs(scene
     roi_args = [a for a in args if a.startswith("--roi")]
     assert roi_args == ["--roi=-30,-40,10,20,10,60"], args
     assert cli.main(args[2:]) == 0
-    out = json.loads((tmp_path / "result" / "result.json").read_text())
+    out = json.loads((tmp_path / "result" / "segmentation_result.json").read_text())
     # the box the CLI parsed and used, as recorded by the run (not just what the GUI sent)
     assert out["params"]["roi_lps"] == pytest.approx([-30, -40, 10, 20, 10, 60])
 
@@ -450,7 +450,7 @@ def test_segmentation_result_goes_under_the_ct_study(scene, tmp_path):
     v = nodes.node_to_volume(ct)
     write_image(v.with_array((v.array > 0).astype(np.float32) * 0.9, units="probability"),
                 tmp_path / "probability.nrrd")
-    (tmp_path / "result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
+    (tmp_path / "segmentation_result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
     result = seg.import_result(scene, ct, tmp_path)
     item = sh.GetItemByDataNode(result["segmentation_node"])
     assert sh.GetItemParent(item) == study
@@ -654,7 +654,7 @@ def _imported_result(scene, tmp_path):
     prob[8:16, 16:32, 16:32] = 0.55  # a core at 0.9 inside a rim at 0.55: thresholds 0.5 / 0.7 differ
     prob[10:14, 20:28, 20:28] = 0.9
     write_image(v.with_array(prob, units="probability"), tmp_path / "probability.nrrd")
-    (tmp_path / "result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
+    (tmp_path / "segmentation_result.json").write_text(json.dumps({"threshold": 0.5, "model": "demo"}))
     result = seg.import_result(scene, ct, tmp_path)
     seg.watch_edits(result["segmentation_node"])
     return ct, result

@@ -17,7 +17,7 @@ Contenders, each in its own process (peak RSS is its own):
 * ``segment`` with the shipped demo model, with its weights under the current demo plan (inference
   on the mediastinal crop), and with the published network (segmentation_paper.yaml, random
   weights: speed does not depend on them), exactly as a user runs it; stage times from its
-  ``--progress-lines``, the network's own seconds, windows and precision from result.json.
+  ``--progress-lines``, the network's own seconds, windows and precision from its segmentation_result.json.
 * nnU-Net v2's ``nnUNetPredictor`` with the model folder of a randomly initialised ``3d_fullres``
   network of the default plan (``ExperimentPlanner`` on a one-case dataset of this CT), default
   predictor settings (step 0.5, Gaussian, mirroring on all axes as its trainer allows). Its
@@ -192,7 +192,7 @@ def conv_peak(features: tuple[int, ...], patch: tuple[int, ...], precision: str,
 
 
 def ours_child(args: argparse.Namespace) -> None:
-    """FLOPs per CT and the conv3d peak for one finished ``segment`` run (its result.json)."""
+    """FLOPs per CT and the conv3d peak for one finished ``segment`` run (its segmentation_result.json)."""
     sys.path.insert(0, str(REPO))
     import torch
 
@@ -397,17 +397,21 @@ def main() -> int:
     summary: dict = {"ct": str(ct), "ct_source": "real series " + REAL_SERIES.name + " z-interpolated to 300 slices"
                      if not a.ct else a.ct, "threads": a.threads, "machine": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "ours": {}}
+    sys.path.insert(0, str(REPO))
+    from mediastinal_ai.case_files import require_result
+
     for which in a.models.split(","):
         model = {"demo": [], "demo-crop": ["--model", str(demo_crop_model(work))] if which == "demo-crop" else [],
                  "paper": ["--model", str(paper_model(work))] if which == "paper" else []}[which]
         out = work / f"out_{which}"
         r = run_timed([*cli, "segment", "-i", str(ct), "-o", str(out), "--progress-lines", "--device", "cpu", *model],
                       env=env)
-        info = json.loads((out / "result.json").read_text())
+        result_file = require_result(out, "segmentation")
+        info = json.loads(result_file.read_text())
         r["inference"] = info["params"]["inference"]
         r["n_lesions"] = info["n_lesions"]
         r["probability_file_mb"] = round((out / "probability.nrrd").stat().st_size / 2**20, 2)
-        fl = subprocess.run([sys.executable, __file__, "--child", "ours", "--result", str(out / "result.json"),
+        fl = subprocess.run([sys.executable, __file__, "--child", "ours", "--result", str(result_file),
                              "--threads", str(a.threads)], capture_output=True, text=True, check=True, env=env)
         r["flops"] = json.loads(fl.stdout.strip().splitlines()[-1])
         summary["ours"][which] = r

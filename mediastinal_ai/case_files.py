@@ -2,8 +2,9 @@
 
 A *case folder* holds what the per-case commands wrote for one CT::
 
-    result.json             segmentation (``segment``; task "segmentation"), with mask.nrrd,
-                            probability.nrrd, lesions.csv
+    segmentation_result.json  segmentation (``segment``; task "segmentation"), with mask.nrrd,
+                            probability.nrrd, lesions.csv (+ uncertainty.nrrd, anatomy_labels.nrrd,
+                            mediastinal_envelope.nrrd)
     radiomics_result.json   WHO risk from radiomics (``predict-radiomics``; task "risk-radiomics")
     cnn_result.json         WHO risk from the 2D CNN (``predict-cnn``; task "risk-cnn"), with
                             gradcam.nrrd (+ gradcam.png from the CLI)
@@ -11,9 +12,12 @@ A *case folder* holds what the per-case commands wrote for one CT::
 
 So ``segment --out CASE``, ``predict-radiomics --out CASE``, ``predict-cnn --out CASE``,
 ``predict-fusion --out CASE`` and ``report --case CASE`` work on one folder, and ``run`` writes the
-same names under ``cases/<case_id>/``. The segmentation file keeps its first name (the Slicer
-module and older folders read it). Reading is backward compatible: a ``result.json`` written by an
-older ``predict-cnn`` (task "risk-cnn") is still found as the CNN result.
+same names under ``cases/<case_id>/``. Every writer and reader takes the names from here.
+
+Reading is backward compatible, because result folders outlive the version that wrote them: the
+plain ``result.json`` of older versions (:data:`LEGACY_RESULT`) is found as the segmentation when
+its JSON says task "segmentation" (or names no task, as the first versions did), and as the CNN,
+radiomics or fusion result when it says so (an older ``predict-cnn --out DIR`` wrote it).
 """
 
 from __future__ import annotations
@@ -22,18 +26,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: the single name older versions gave every per-case result (read, never written)
+LEGACY_RESULT = "result.json"
 RESULT_FILES: dict[str, str] = {
-    "segmentation": "result.json",
+    "segmentation": "segmentation_result.json",
     "risk-radiomics": "radiomics_result.json",
     "risk-cnn": "cnn_result.json",
     "fusion": "fusion_result.json",
 }
-OLD_NAMES: dict[str, tuple[str, ...]] = {
-    "segmentation": ("segmentation_result.json",),
-    "risk-radiomics": ("result.json",),
-    "risk-cnn": ("result.json",),
-    "fusion": ("result.json",),
-}
+OLD_NAMES: dict[str, tuple[str, ...]] = {task: (LEGACY_RESULT,) for task in RESULT_FILES}
 
 
 def result_name(task: str) -> str:
@@ -60,7 +61,8 @@ def _task_of(d: dict[str, Any]) -> str | None:
 
 def find_result(folder: str | Path, task: str) -> Path | None:
     """The task's result file in a case folder: the scheme's name, else an older name whose JSON
-    says it is that task's result (``result.json`` is segmentation unless its ``task`` says otherwise)."""
+    says it is that task's result (an old ``result.json`` is segmentation unless its ``task`` says
+    otherwise)."""
     folder = Path(folder)
     p = folder / RESULT_FILES[task]
     if p.is_file() and (task != "segmentation" or _json_task(p) in (None, "segmentation")):
@@ -72,6 +74,17 @@ def find_result(folder: str | Path, task: str) -> Path | None:
             if t == task or (t is None and task == "segmentation"):
                 return q
     return None
+
+
+def require_result(folder: str | Path, task: str) -> Path:
+    """:func:`find_result`, or a clear error naming the file the folder lacks."""
+    from .errors import InputError
+
+    p = find_result(folder, task)
+    if p is None:
+        raise InputError(f"{task} result missing: no {RESULT_FILES[task]} (nor an older {LEGACY_RESULT} "
+                         f"of that task) in the folder", folder)
+    return p
 
 
 def _json_task(path: Path) -> str | None:

@@ -7,7 +7,7 @@ import csv
 import importlib
 from typing import Any
 
-from ..case_files import RESULT_FILES
+from ..case_files import RESULT_FILES, find_result
 from ..errors import InputError, MediastinalAIError
 from .steps import CaseContext
 
@@ -115,13 +115,13 @@ def dicom_sr(ctx: CaseContext) -> None:
     if not ctx.ct.metadata.get("dicom_files"):  # a mixed cohort: the NIfTI cases are not failures
         ctx.results["dicom_sr"] = "not written: not a DICOM input (an SR must reference DICOM images)"
         return
-    if not (ctx.workdir / "result.json").is_file():
+    if find_result(ctx.workdir, "segmentation") is None:
         raise InputError("the dicom-sr step needs the segment step's result (add 'segment' to --steps)")
     preds = {}
-    for key, name in (("radiomics", "radiomics_result.json"), ("cnn", "cnn_result.json"),
-                      ("fusion", "fusion_result.json")):
-        if (ctx.workdir / name).is_file():
-            preds[key] = json.loads((ctx.workdir / name).read_text(encoding="utf-8"))
+    for key, task in (("radiomics", "risk-radiomics"), ("cnn", "risk-cnn"), ("fusion", "fusion")):
+        p = find_result(ctx.workdir, task)
+        if p is not None:
+            preds[key] = json.loads(p.read_text(encoding="utf-8"))
     seg_file = ctx.workdir / "segmentation.dcm"
     written = export_result_folder(ctx.ct, ctx.workdir, predictions=preds, kinds=("sr",),
                                    existing_seg=seg_file if seg_file.is_file() else None,

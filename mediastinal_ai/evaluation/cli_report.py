@@ -8,7 +8,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--case", metavar="DIR", help="case result folder (result.json, lesions.csv, mask.nrrd, "
+    g.add_argument("--case", metavar="DIR", help="case result folder (segmentation_result.json, lesions.csv, mask.nrrd, "
                                                  "*_result.json; see docs/evaluation.md)")
     g.add_argument("--cohort", metavar="DIR", help="folder written by 'mediastinal-ai evaluate'")
     p.add_argument("--out", required=True, help="output folder for report.html/.pdf (cohort_report.* for --cohort)")

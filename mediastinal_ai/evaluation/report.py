@@ -4,7 +4,8 @@
 Per-case input: a *case result folder* as written by the task CLIs / the batch runner
 (docs/evaluation.md). Every part is optional; a missing part shows "not run":
 
-    result.json               segmentation result (task "segmentation": model, model_sha256, lesions)
+    segmentation_result.json  segmentation result (task "segmentation": model, model_sha256, lesions;
+                              an older folder's result.json is read too)
     lesions.csv               lesion table
     mask.nrrd                 tumor mask (CT grid)
     ct.nrrd | ct.nii.gz       the CT (or pass ``ct=`` — the batch runner does)
@@ -12,6 +13,7 @@ Per-case input: a *case result folder* as written by the task CLIs / the batch r
     radiomics_result.json     predict-radiomics output
     cnn_result.json           predict-cnn output
     fusion_result.json        predict-fusion output
+    (names from :mod:`mediastinal_ai.case_files`)
     case.json                 optional {"case_id", "synthetic"}
 
 Cohort input: the folder written by ``mediastinal-ai evaluate`` (summary.json, plots, per-case
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..case_files import RESULT_FILES
 from ..errors import InputError
 from ..fileio import atomic_path, atomic_write_text, provenance
 
@@ -39,8 +42,8 @@ log = logging.getLogger(__name__)
 
 DEMO_TEXT = "demo — not for clinical use"
 SYNTHETIC_TEXT = "SYNTHETIC data — not a patient"
-RISK_PARTS = (("radiomics", "radiomics_result.json", "Radiomics risk (WHO low/high)"),
-              ("cnn", "cnn_result.json", "CNN risk (WHO low/high)"))
+RISK_PARTS = (("radiomics", RESULT_FILES["risk-radiomics"], "Radiomics risk (WHO low/high)"),
+              ("cnn", RESULT_FILES["risk-cnn"], "CNN risk (WHO low/high)"))
 CT_NAMES = ("ct.nrrd", "ct.nii.gz", "ct.nii", "ct.mha")
 
 

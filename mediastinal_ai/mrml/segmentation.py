@@ -247,14 +247,14 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
     The segment is rebuilt from the probability map with the run's own post-processing (the
     saved anatomy, so components outside the mediastinum are dropped as in ``mask.nrrd``)."""
     from ..anatomy import ChestAnatomy
+    from ..case_files import require_result  # segmentation_result.json, or an older result.json
     from ..io.probability import read_probability  # uint16 fixed point or old float32 maps
     from ..segmentation.inference import postprocess_full
 
     d = Path(result_dir)
-    for name in ("probability.nrrd", "result.json"):
-        if not (d / name).is_file():
-            raise InputError(f"segmentation result is incomplete: {name} missing", d)
-    info = json.loads((d / "result.json").read_text(encoding="utf-8"))
+    if not (d / "probability.nrrd").is_file():
+        raise InputError("segmentation result is incomplete: probability.nrrd missing", d)
+    info = json.loads(require_result(d, "segmentation").read_text(encoding="utf-8"))
     ct = nodes.node_to_volume(volume_node, units="HU")
     prob = _on_grid(read_probability(d / "probability.nrrd"), ct, "probability map", d)
     unc = _on_grid(read_probability(d / "uncertainty.nrrd"), ct, "uncertainty map", d) \

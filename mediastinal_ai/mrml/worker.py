@@ -6,7 +6,7 @@ wavelet pyradiomics extraction). Run on Slicer's main thread they freeze the app
 cannot be cancelled, so the modules run them like the segmentation: the parent writes the CT
 and the tumour mask (on the CT grid) and a ``job.json`` into a temporary folder, starts
 ``PythonSlicer -m mediastinal_ai.mrml.worker --job job.json`` and reads progress lines
-(:mod:`.process` protocol); the child writes ``result.json`` (plus ``gradcam.nrrd`` for the CNN)
+(:mod:`.process` protocol); the child writes ``job_result.json`` (plus ``gradcam.nrrd`` for the CNN)
 and the parent puts the result into the scene with the adapters' ``publish_*`` functions.
 Cancel kills the child's whole process tree (:func:`.process.kill_process_tree`).
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 TASKS = ("risk-cnn", "fusion", "radiomics-risk", "radiomics-features")
 JOB_FILE = "job.json"
-RESULT_FILE = "result.json"
+RESULT_FILE = "job_result.json"  # a job folder's, not a case folder's (case_files)
 GRADCAM_FILE = "gradcam.nrrd"
 
 
@@ -82,7 +82,7 @@ def read_result(run_dir: str | Path) -> tuple[dict[str, Any], Any]:
 
     d = Path(run_dir)
     if not (d / RESULT_FILE).is_file():
-        raise InputError("the background job finished without a result (result.json missing)", d)
+        raise InputError(f"the background job finished without a result ({RESULT_FILE} missing)", d)
     result = json.loads((d / RESULT_FILE).read_text(encoding="utf-8"))
     cam = read_image(d / GRADCAM_FILE) if (d / GRADCAM_FILE).is_file() else None
     return result, cam
@@ -151,7 +151,7 @@ def radiomics_warnings(card_packages: dict[str, str] | None) -> list[str]:
 
 
 def run_job(job: dict[str, Any], run_dir: Path, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run one job in this process and write its outputs; the result (also in result.json)."""
+    """Run one job in this process and write its outputs; the result (also in job_result.json)."""
     from ..io import read_image, write_image
 
     task = job.get("task")

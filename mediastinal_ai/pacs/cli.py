@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several")
     p.add_argument("--seg-result", required=True, help="output folder of 'mediastinal-ai segment' for this CT")
     p.add_argument("--radiomics", default=None, help="result JSON of predict-radiomics (optional)")
-    p.add_argument("--cnn", default=None, help="result.json of predict-cnn (optional)")
+    p.add_argument("--cnn", default=None, help="cnn_result.json of predict-cnn (optional)")
     p.add_argument("--fusion", default=None, help="result JSON of predict-fusion (optional)")
     p.add_argument("--radiomics-features", action="store_true",
                    help="also put the radiomics model's input features (pyradiomics names) in the SR")

@@ -141,15 +141,15 @@ def export_case(ct: Volume, out_dir: str | Path, *, mask: Volume | None, lesions
 def export_result_folder(ct: Volume, result_dir: str | Path, out_dir: str | Path | None = None, *,
                          predictions: dict[str, Any] | None = None, **kw: Any) -> dict[str, Path]:
     """DICOM outputs from a ``mediastinal-ai segment`` folder (mask.nrrd, probability.nrrd,
-    result.json; uncertainty.nrrd when present) on its DICOM CT."""
+    segmentation_result.json or an older result.json; uncertainty.nrrd when present) on its DICOM CT."""
+    from ..case_files import require_result
     from ..io import read_mask
     from ..io.probability import read_probability as read_image  # uint16 fixed point or old float32
 
     d = Path(result_dir)
-    for name in ("mask.nrrd", "result.json"):
-        if not (d / name).is_file():
-            raise InputError(f"segmentation result is incomplete: {name} missing", d)
-    info = json.loads((d / "result.json").read_text(encoding="utf-8"))
+    if not (d / "mask.nrrd").is_file():
+        raise InputError("segmentation result is incomplete: mask.nrrd missing", d)
+    info = json.loads(require_result(d, "segmentation").read_text(encoding="utf-8"))
     mask = read_mask(d / "mask.nrrd", reference=ct)
     lesions = list(info.get("lesions") or [])
 

@@ -281,7 +281,7 @@ def make_measurement_report(sources: Any, lesions: list[dict[str, Any]], seg_mod
             manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False)
     except (ValueError, AttributeError, TypeError, KeyError) as e:
         raise InputError(f"DICOM SR could not be made from this series ({type(e).__name__}: {e}); "
-                         "result.json and lesions.csv hold the same figures") from e
+                         "segmentation_result.json and lesions.csv hold the same figures") from e
     sr.SpecificCharacterSet = "ISO_IR 192"
     sr.SeriesDescription = fit_lo("MediastinalAI measurements" + (f", {DEMO_DISCLAIMER}" if demo else ""))
     sr.SoftwareVersions = f"mediastinal-ai {__version__}"

@@ -1,4 +1,5 @@
-"""``mediastinal-ai segment``: one CT → mask.nrrd, probability.nrrd, lesions.csv, result.json.
+"""``mediastinal-ai segment``: one CT → mask.nrrd, probability.nrrd, lesions.csv,
+segmentation_result.json (the case folder's names, :mod:`mediastinal_ai.case_files`).
 
 With ``--progress-lines`` it prints ``MEDIASTINALAI_PROGRESS <fraction> <message>`` lines
 (flushed) on stdout: the Slicer module runs this command as a child process and reads them.
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the network over the whole field of view instead of the mediastinal crop")
     p.add_argument("--keep-outside-mediastinum", dest="restrict", action="store_false", default=True,
                    help="keep predicted regions mostly outside the mediastinum (dropped by default; listed in "
-                        "result.json either way)")
+                        "segmentation_result.json either way)")
     p.add_argument("--progress-lines", action="store_true", help="machine-readable progress on stdout")
 
 

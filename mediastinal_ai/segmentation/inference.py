@@ -438,7 +438,8 @@ def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: t
 
 
 def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | None = None) -> dict[str, Path]:
-    """mask.nrrd, probability.nrrd, lesions.csv, result.json — each written atomically.
+    """mask.nrrd, probability.nrrd, lesions.csv, segmentation_result.json — each written atomically
+    (the case folder's names: :mod:`mediastinal_ai.case_files`).
 
     The probability and uncertainty maps are stored as uint16 fixed point (value · 10000, see
     :mod:`mediastinal_ai.io.probability`): exact re-thresholding at any threshold with up to four
@@ -446,6 +447,7 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
     reads them (and the float32 maps of earlier versions) back as float32."""
     import csv
 
+    from ..case_files import RESULT_FILES
     from ..fileio import atomic_path, atomic_write_json, provenance, source_provenance
     from ..io import write_image
     from ..io.probability import write_probability
@@ -453,7 +455,7 @@ def write_result(result: SegmentationResult, out_dir: str | Path, ct: Volume | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out / "mask.nrrd", "probability": out / "probability.nrrd", "lesions": out / "lesions.csv",
-             "result": out / "result.json"}
+             "result": out / RESULT_FILES["segmentation"]}
     write_image(result.mask, paths["mask"])
     write_probability(result.probability, paths["probability"])
     if result.uncertainty is not None:
