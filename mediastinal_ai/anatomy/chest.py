@@ -125,6 +125,18 @@ class ChestAnatomy:
         return cls(labels=lab, envelope=env, covers_mediastinum=covers, chest_extent_mm=extent, warnings=warnings,
                    stats=s)
 
+    def fits(self, ct: Volume, tol_mm: float = 1e-3) -> bool:
+        """Whether this anatomy was computed on ``ct``'s grid (a canonical-order CT, as
+        :func:`analyse_chest` takes): its coarse grid is exactly the one ``ct`` gives. A saved
+        anatomy is reused instead of recomputed only then; one of another CT (or another crop,
+        spacing or orientation of it) would put lesions in the wrong compartment."""
+        shape, spacing, origin, direction = coarse_grid(ct)
+        lab = self.labels
+        return (lab.shape == shape and self.envelope.shape == shape
+                and np.allclose(lab.spacing_xyz, spacing, rtol=0, atol=tol_mm)
+                and np.allclose(lab.origin_xyz, origin, rtol=0, atol=tol_mm)
+                and np.allclose(np.asarray(lab.direction, float), direction, rtol=0, atol=1e-5))
+
     @classmethod
     def load(cls, folder: str | Path, summary: dict[str, Any] | None = None) -> ChestAnatomy | None:
         """The anatomy a result folder holds, or None when it has none (older results, or a run
@@ -136,6 +148,26 @@ class ChestAnatomy:
             return None
         return cls.from_volumes(read_image(paths["labels"]), read_image(paths["envelope"]), summary)
 
+    @classmethod
+    def from_case_folder(cls, folder: str | Path) -> ChestAnatomy | None:
+        """The anatomy ``segment`` saved in a case folder, with the summary (coverage, warnings,
+        contrast) from its segmentation result; None when there is none or it cannot be read
+        (the caller then computes it). Whether it belongs to a given CT is :meth:`fits`."""
+        import json
+
+        from ..case_files import find_result
+        from ..errors import MediastinalAIError
+
+        p = find_result(folder, "segmentation")
+        if p is None:
+            return None
+        try:
+            summary = json.loads(p.read_text(encoding="utf-8")).get("anatomy")
+            return cls.load(folder, summary if isinstance(summary, dict) else None)
+        except (OSError, ValueError, AttributeError, MediastinalAIError) as e:
+            log.warning("%s: saved chest anatomy not usable (%s)", folder, e)
+            return None
+
 
 def _lookup(vol: Volume, lps: np.ndarray, default: int) -> np.ndarray:
     ijk = np.rint(vol.lps_to_index(np.asarray(lps, float).reshape(-1, 3))).astype(np.int64)
@@ -146,10 +178,27 @@ def _lookup(vol: Volume, lps: np.ndarray, default: int) -> np.ndarray:
     return out
 
 
+def _coarse_spacing(ct: Volume) -> tuple[float, float, float]:
+    return (max(GRID_MM, ct.spacing_xyz[0]), max(GRID_MM, ct.spacing_xyz[1]), max(GRID_MM, ct.spacing_xyz[2]))
+
+
+def coarse_grid(ct: Volume) -> tuple[tuple[int, int, int], tuple[float, float, float], np.ndarray, np.ndarray]:
+    """(shape zyx, spacing, origin, direction) of the coarse grid :func:`analyse_chest` puts
+    ``ct`` on, without resampling (the rule of :func:`~mediastinal_ai.segmentation.plan.resample`:
+    same direction, the same extent centred)."""
+    sp = np.asarray(_coarse_spacing(ct), float)
+    src = np.asarray(ct.spacing_xyz, float)
+    n_xyz = np.asarray(ct.shape[::-1])
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(n_xyz, src, sp)]
+    d = np.asarray(ct.direction, float).reshape(3, 3)
+    origin = np.asarray(ct.origin_xyz, float) + d @ ((sp - src) / 2)
+    return (size[2], size[1], size[0]), tuple(float(x) for x in sp), origin, d  # type: ignore[return-value]
+
+
 def _coarse(ct: Volume) -> Volume:
     from ..segmentation.plan import resample
 
-    sp = (max(GRID_MM, ct.spacing_xyz[0]), max(GRID_MM, ct.spacing_xyz[1]), max(GRID_MM, ct.spacing_xyz[2]))
+    sp = _coarse_spacing(ct)
     arr = ct.array
     # padding outside the scan circle (-2048, -3024 …) is air, not a value to interpolate with
     if arr.min() < -1024:

@@ -88,6 +88,17 @@ def cnn(ctx: CaseContext) -> None:
     ctx.results.update(p_high_risk_cnn=res.get("probability_high_risk"), risk_group_cnn=res.get("group"))
 
 
+def _saved_anatomy(ctx: CaseContext) -> Any:
+    """The chest anatomy the 'segment' step of this case saved in the work folder, or None (no
+    segment step, or an older result without it). The fusion step reuses it for the lesion site
+    instead of running the anatomy step again; predict_fusion checks it fits the CT's grid."""
+    if not ctx.segmented:
+        return None
+    from ..anatomy import ChestAnatomy
+
+    return ChestAnatomy.from_case_folder(ctx.workdir)
+
+
 def fusion(ctx: CaseContext) -> None:
     fu = _need("mediastinal_ai.fusion", "predict_fusion", "result_rows")
     clinical = ctx.spec.clinical
@@ -95,7 +106,7 @@ def fusion(ctx: CaseContext) -> None:
         raise InputError("no CTC level for this case (manifest column 'ctc'): the fusion step needs one")
     res = fu.predict_fusion(ctx.ct, ctx.tumor_mask(), clinical.get("ctc"), clinical.get("age"), clinical.get("sex"),
                             clinical.get("lesion_site"), model=ctx.model("fusion"),
-                            device=_device(ctx.params.get("device", "auto")))
+                            device=_device(ctx.params.get("device", "auto")), anatomy=_saved_anatomy(ctx))
     ctx.write_json(RESULT_FILES["fusion"], res)
     _write_csv(ctx, "fusion_table.csv", fu.result_rows(res))
     f = res["fusion"]

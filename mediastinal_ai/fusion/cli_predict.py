@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from ..taxonomy import CTC_UNIT, LESION_SITES, SEXES
 
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..anatomy import ChestAnatomy
     from ..fileio import atomic_write_json, provenance, source_provenance
     from ..io import read_ct, read_mask
     from ..nn_common import pick_device
@@ -37,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
     validate_inputs(args.ctc, args.age, args.sex, args.site)  # refuse bad values before reading images
     ct = read_ct(args.ct)
     mask = read_mask(args.mask, reference=ct)
+    # a case folder segment wrote holds the chest anatomy: reused for the lesion site if it fits this CT
+    out_dir = Path(args.out)
+    anatomy = ChestAnatomy.from_case_folder(out_dir) if not args.site and out_dir.is_dir() else None
     result = predict_fusion(ct, mask, args.ctc, args.age, args.sex, args.site, model=args.model,
                             ct_only_model=args.ct_only_model, with_ct_only=not args.no_ct_only,
-                            device=pick_device(args.device))
+                            device=pick_device(args.device), anatomy=anatomy)
     result["source"] = {"ct": str(args.ct), "mask": str(args.mask)}
     result["provenance"] = provenance(model=result["fusion"]["model_name"],
                                       model_sha256=result["fusion"]["model_sha256"],

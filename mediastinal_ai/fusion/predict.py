@@ -104,13 +104,21 @@ def _summary(fm: FusionModel, p_malignant: float, p_class: np.ndarray) -> dict[s
     }
 
 
-def site_of_mask(ct: Any, mask: Any) -> tuple[str | None, str]:
+def site_of_mask(ct: Any, mask: Any, anatomy: Any = None) -> tuple[str | None, str]:
     """The mediastinal compartment (anterior / middle / posterior) most of the mask lies in, from
-    the classical chest-anatomy step, or None (with the reason) when it is not in one."""
+    the classical chest-anatomy step, or None (with the reason) when it is not in one.
+
+    ``anatomy``: a :class:`~mediastinal_ai.anatomy.ChestAnatomy` an earlier step computed on this
+    CT (``segment`` saves it in the case folder): reused when it fits the CT's grid, so the
+    anatomy step (seconds on a full CT) does not run twice; recomputed otherwise."""
     from ..anatomy import analyse_chest, lesion_compartment
     from ..orientation import canonical
 
-    anat = analyse_chest(canonical(ct.with_array(ct.array, units="HU"))[0])
+    canon = canonical(ct.with_array(ct.array, units="HU"))[0]
+    if anatomy is not None and not anatomy.fits(canon):
+        log.warning("the saved chest anatomy belongs to another CT grid: computed again for the lesion site")
+        anatomy = None
+    anat = anatomy if anatomy is not None else analyse_chest(canon)
     if not anat.covers_mediastinum:
         return None, "lesion site not set: the CT does not cover the mediastinum (" + "; ".join(anat.warnings) + ")"
     pts = ct.index_to_lps(np.argwhere(np.asarray(mask.array) > 0)[:, ::-1].astype(float))
@@ -123,7 +131,7 @@ def site_of_mask(ct: Any, mask: Any) -> tuple[str | None, str]:
 def predict_fusion(ct: Any, mask: Any, ctc: Any, age: Any = None, sex: Any = None, lesion_site: Any = None, *,
                    model: str | Path | FusionModel | None = None, ct_only_model: str | Path | FusionModel | None = None,
                    with_ct_only: bool = True, expected_classes: list[str] | None = None,
-                   device: str = "cpu", site_from_anatomy: bool = True) -> dict[str, Any]:
+                   device: str = "cpu", site_from_anatomy: bool = True, anatomy: Any = None) -> dict[str, Any]:
     """Predict benign/malignant and the lesion class for one tumor.
 
     ``ct``/``mask`` are :class:`~mediastinal_ai.volume.Volume` on the same grid. Inputs are
@@ -132,12 +140,13 @@ def predict_fusion(ct: Any, mask: Any, ctc: Any, age: Any = None, sex: Any = Non
     available), the validated inputs, the ROI slice and all warnings. Without a ``lesion_site``
     (and with ``site_from_anatomy``) the site is the mediastinal compartment the chest-anatomy
     step places the mask in, said in a note; ``lesion_site_source`` records which it was.
+    ``anatomy``: that step's result when an earlier step already has it (see :func:`site_of_mask`).
     """
     fm = get_model(model, task="fusion", device=device, expected_classes=expected_classes)
     site_source = "user" if not sch._is_missing(lesion_site) else "none"
     site_note = None
     if site_source == "none" and site_from_anatomy and "lesion_site" in (fm.schema or {}).get("inputs", sch.ALL_INPUTS):
-        lesion_site, site_note = site_of_mask(ct, mask)
+        lesion_site, site_note = site_of_mask(ct, mask, anatomy)
         site_source = "anatomy" if lesion_site else "none"
     v = sch.validate_inputs(ctc, age, sex, lesion_site, schema=fm.schema)
     warnings = list(v.warnings)
