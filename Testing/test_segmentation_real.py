@@ -253,7 +253,7 @@ def test_insertion_into_a_real_ct(real_ct_dir):
     from scipy import ndimage
 
     changed = case.ct.array != bg.array
-    near = ndimage.binary_dilation(m, iterations=3)
+    near = ndimage.binary_dilation(m, structure=np.ones((3, 3, 3), bool), iterations=3)  # partial volume reaches diagonally too
     assert changed[~near].sum() == 0 and changed[m].mean() > 0.9
     # a soft edge: voxels just outside the mask lie between background and lesion HU
     hu_in = float(np.median(case.ct.array[m]))
@@ -265,7 +265,15 @@ def test_insertion_into_a_real_ct(real_ct_dir):
 
     comp, inside = lesion_compartment(a, pts)
     assert comp == "anterior" and inside > 0.9, (comp, inside)
-    assert float((a.codes_at(pts) == LUNG).mean()) < 0.1
+    # a mass may indent the lung it abuts, so the background's lung map overlaps it a little; in the
+    # anatomy of the CT with the lesion (what segmentation sees) it is mediastinum, not lung
+    a_ins = analyse_chest(canonical(case.ct)[0])
+    assert lesion_compartment(a_ins, pts)[0] == "anterior"
+    assert float((a_ins.codes_at(pts) == LUNG).mean()) < 0.1
+    # it only took the room fat (or lung) held: never the heart, vessels or chest wall it would overlap
+    smooth = ndimage.gaussian_filter(bg.array.astype(np.float32), sigma=(0, 1, 1))
+    assert float((smooth[m] > -30).mean()) < 0.02
+    assert case.metadata["room_fraction"] >= 0.6
 
 
 def test_insertion_refuses_a_ct_without_a_mediastinum(real_ct_dir):
