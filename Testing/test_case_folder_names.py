@@ -159,3 +159,34 @@ def test_batch_dicom_sr_and_export_read_an_old_folder(real_ct_dir, tmp_path):
     with pytest.raises(InputError, match="segment step"):
         dicom_sr(ctx)
     assert not (work / "measurements_sr.dcm").exists()
+
+
+ROI_LARGE_ONLY = (-20.0, -20.0, 20.0, 18.0, 18.0, 50.0)  # LPS box around the large component only
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["new", "old-result-json"])
+def test_rethreshold_keeps_the_first_runs_roi(tmp_path, old):
+    """segment --roi kept only the large component; a re-threshold (MRML) must not bring back
+    the small one outside the box, although it is above the new threshold."""
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from mediastinal_ai.mrml import nodes
+    from mediastinal_ai.mrml.segmentation import ATTR_ROI, import_result, rethreshold
+
+    d = _write_folder(tmp_path / "case", roi_lps=ROI_LARGE_ONLY)
+    if old:
+        _make_old(d)
+    ct = _ct()
+    scene = nodes.new_scene()
+    node = nodes.volume_to_node(scene, ct, name="CT", role="ct")
+    r = import_result(scene, node, d)
+    assert len(r["lesions"]) == 1
+    assert json.loads(r["probability_node"].GetAttribute(ATTR_ROI)) == list(ROI_LARGE_ONLY)
+    small = np.zeros(ct.shape, bool)
+    small[8:16, 36:44, 4:12] = True
+    for t in (0.55, 0.7, 0.5):
+        again = rethreshold(scene, r["probability_node"], r["segmentation_node"], r["segment_id"], t,
+                            r["table_node"])
+        seg = nodes.segment_to_mask(r["segmentation_node"], r["segment_id"], node).array > 0
+        assert len(again["lesions"]) == 1, t
+        assert not (seg & small).any(), f"the component outside the ROI came back at threshold {t}"
+        assert seg.sum() == (16 * 16 * 8 if t < 0.6 else 8 * 8 * 4), t

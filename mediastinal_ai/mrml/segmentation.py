@@ -158,6 +158,9 @@ REF_ANATOMY_LABELS = "MediastinalAIAnatomyLabels"
 REF_ENVELOPE = "MediastinalAIMediastinalEnvelope"
 ATTR_ANATOMY = "MediastinalAI.anatomy"  # JSON: ChestAnatomy.summary() (coverage, contrast, warnings)
 ATTR_RESTRICT = "MediastinalAI.restrictToMediastinum"
+#: the first run's ``--roi`` box (LPS mm, JSON list of six numbers; absent without one): a
+#: re-threshold keeps only what lies inside it, as the first run did
+ATTR_ROI = "MediastinalAI.roiLPS"
 LESION_COLUMNS = ["lesion_id", "volume_ml", "max_diameter_mm", "centroid_L_mm", "centroid_P_mm", "centroid_S_mm",
                   "mean_hu", "max_probability", "compartment", "confidence", "review", "review_reasons"]
 
@@ -185,7 +188,8 @@ def _referenced(scene: Any, node: Any, role: str) -> Any:
 
 def _publish(scene: Any, volume_node: Any, probability, mask, lesions, threshold: float, model_label: str,
              segmentation_node: Any = None, probability_node: Any = None, table_node: Any = None, *,
-             uncertainty=None, anatomy=None, restrict: bool = True) -> dict[str, Any]:
+             uncertainty=None, anatomy=None, restrict: bool = True,
+             roi_lps: tuple[float, ...] | list[float] | None = None) -> dict[str, Any]:
     with _automatic_write(segmentation_node):
         seg_node, segment_id = nodes.mask_to_segment(scene, mask, volume_node, segmentation_node=segmentation_node)
     seg_node.SetAttribute("MediastinalAI.model", model_label)
@@ -196,6 +200,10 @@ def _publish(scene: Any, volume_node: Any, probability, mask, lesions, threshold
                                           name=f"{name} tumor probability")
     prob_node.SetAttribute(ATTR_THRESHOLD, f"{threshold:g}")
     prob_node.SetAttribute(ATTR_RESTRICT, "1" if restrict else "0")
+    if roi_lps:
+        prob_node.SetAttribute(ATTR_ROI, json.dumps([float(v) for v in roi_lps]))
+    elif prob_node.GetAttribute(ATTR_ROI):
+        prob_node.RemoveAttribute(ATTR_ROI)  # a reused node must not keep an earlier run's box
     if uncertainty is not None:  # SD over the mirrored passes: where the model is unsure, for review
         unc_node = nodes.probability_to_node(scene, uncertainty, reference=volume_node, role="uncertainty",
                                              node=_referenced(scene, prob_node, REF_UNCERTAINTY),
@@ -232,7 +240,7 @@ def segment_tumor(scene: Any, volume_node: Any, model: Any = None, threshold: fl
     res = segment_volume(ct, m, threshold=threshold, roi_lps=roi_lps, progress=progress, cancel=cancel, **kw)
     return _publish(scene, volume_node, res.probability, res.mask, res.lesions, threshold, m.label,
                     uncertainty=res.uncertainty, anatomy=res.chest,
-                    restrict=bool(res.params.get("restrict_to_mediastinum", True)))
+                    restrict=bool(res.params.get("restrict_to_mediastinum", True)), roi_lps=roi_lps)
 
 
 def _on_grid(vol, ct, what: str, d: Path):
@@ -263,16 +271,30 @@ def import_result(scene: Any, volume_node: Any, result_dir: str | Path, threshol
     params = info.get("params") or {}
     restrict = bool(params.get("restrict_to_mediastinum", True))
     t = float(info.get("threshold", 0.5) if threshold is None else threshold)
-    mask, _, lesions, _ = postprocess_full(ct, prob, t, params.get("roi_lps"), anatomy=anatomy, uncertainty=unc,
+    roi = params.get("roi_lps") or None
+    mask, _, lesions, _ = postprocess_full(ct, prob, t, roi, anatomy=anatomy, uncertainty=unc,
                                            restrict_to_mediastinum=restrict)
     return _publish(scene, volume_node, prob, mask, lesions, t, str(info.get("model", "")), uncertainty=unc,
-                    anatomy=anatomy, restrict=restrict)
+                    anatomy=anatomy, restrict=restrict, roi_lps=roi)
+
+
+def _recorded_roi(probability_node: Any) -> list[float] | None:
+    text = probability_node.GetAttribute(ATTR_ROI)
+    if not text:
+        return None
+    try:
+        box = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"the probability map's recorded ROI box is not readable: {text!r}") from e
+    if not (isinstance(box, list) and len(box) == 6 and all(isinstance(v, (int, float)) for v in box)):
+        raise InputError(f"the probability map's recorded ROI box is not six numbers: {text!r}")
+    return [float(v) for v in box]
 
 
 def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segment_id: str, threshold: float,
                 table_node: Any = None) -> dict[str, Any]:
     """New threshold on the stored probability map: segment and lesion table are replaced in place
-    (with the same mediastinum restriction and lesion columns as the first run)."""
+    (with the same ROI box, mediastinum restriction and lesion columns as the first run)."""
     from ..anatomy import ChestAnatomy
     from ..segmentation.inference import postprocess_full
 
@@ -291,7 +313,8 @@ def rethreshold(scene: Any, probability_node: Any, segmentation_node: Any, segme
         summary = json.loads(probability_node.GetAttribute(ATTR_ANATOMY) or "{}")
         anatomy = ChestAnatomy.from_volumes(nodes.node_to_volume(lab_node), nodes.node_to_volume(env_node), summary)
     restrict = probability_node.GetAttribute(ATTR_RESTRICT) != "0"
-    mask, _, lesions, _ = postprocess_full(ct_like, prob, float(threshold), anatomy=anatomy, uncertainty=unc,
+    roi = _recorded_roi(probability_node)
+    mask, _, lesions, _ = postprocess_full(ct_like, prob, float(threshold), roi, anatomy=anatomy, uncertainty=unc,
                                            restrict_to_mediastinum=restrict)
     with _automatic_write(segmentation_node):
         nodes.mask_to_segment(scene, mask, ref if ref is not None else probability_node,
