@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -306,10 +305,6 @@ def package_versions() -> dict[str, str]:
 
     out["mediastinal-ai"] = __version__
     return out
-
-
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 # ----------------------------------------------------------------------------- table ↔ parameters
