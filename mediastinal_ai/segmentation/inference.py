@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 CROP_MARGIN_MM = 20.0  # context kept around the mediastinum for the network
 MIN_INSIDE_FRACTION = 0.5  # a component with less of its volume in the mediastinal envelope is dropped
+# Probabilities (and SDs) below this are stored as 0: the map is resampled back to the CT grid only
+# around what the network found, which is most of the time of a whole-chest run otherwise (issue 17).
+# Every threshold the tools offer (>= 0.01) gives the same mask.
+PROBABILITY_FLOOR = 1e-3
 
 
 @dataclass
@@ -216,6 +220,46 @@ def _sub_volume(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
                   metadata=vol.metadata)
 
 
+def _back_to_ct_grid(arrays: list[np.ndarray], work: Volume, sub: Volume) -> list[np.ndarray]:
+    """Maps on the network grid ``work`` → ``sub``'s grid (linear), clipped to [0, 1], values under
+    :data:`PROBABILITY_FLOOR` set to 0.
+
+    Only the part of ``sub`` whose interpolation reads a value at or above the floor is resampled:
+    the box of those ``work`` voxels, two voxels wider, and the ``sub`` voxels that fall inside
+    it. Everything outside interpolates values under the floor only, so it is 0 either way;
+    inside, the values are those a resampling of the whole map gives (tested)."""
+    out = [np.zeros(sub.shape, np.float32) for _ in arrays]
+    hot = np.zeros(work.shape, bool)
+    for a in arrays:
+        hot |= a >= PROBABILITY_FLOOR
+    if not hot.any():
+        return out
+    idx = np.argwhere(hot)
+    lo = np.maximum(idx.min(0) - 2, 0)
+    hi = np.minimum(idx.max(0) + 3, np.asarray(work.shape))
+    wbox = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    # sub voxels that lie within the box's sampled extent; the ones outside it (and outside the
+    # whole map, where both read the default 0) interpolate cold voxels only
+    # (the resampler also reads up to half a voxel beyond a map's first and last samples)
+    corners = np.array([[x, y, z] for x in (lo[2] - 0.5, hi[2] - 0.5) for y in (lo[1] - 0.5, hi[1] - 0.5)
+                        for z in (lo[0] - 0.5, hi[0] - 0.5)], float)
+    ijk = sub.lps_to_index(work.index_to_lps(corners))
+    n = np.asarray(sub.shape[::-1])
+    i0 = np.clip(np.ceil(ijk.min(0) - 1e-6).astype(int), 0, n)
+    i1 = np.clip(np.floor(ijk.max(0) + 1e-6).astype(int) + 1, 0, n)
+    sbox = (slice(i0[2], i1[2]), slice(i0[1], i1[1]), slice(i0[0], i1[0]))
+    if any(s.stop <= s.start for s in sbox):
+        return out
+    w_sub, s_sub = _sub_volume(work, wbox), _sub_volume(sub, sbox)
+    for a, o in zip(arrays, out):
+        part = resample(w_sub.with_array(np.ascontiguousarray(a[wbox], dtype=np.float32), units="probability"),
+                        sub.spacing_xyz, reference=s_sub, default=0.0).array
+        part = np.clip(part, 0.0, 1.0)
+        part[part < PROBABILITY_FLOOR] = 0.0
+        o[sbox] = part
+    return out
+
+
 def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | bool | None = "auto",
                  crop: bool | str = "auto", anatomy: ChestAnatomy | None = None, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None, precision: str | None = "auto",
@@ -294,24 +338,27 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     mean = (s1 / n)[0, 0].cpu().numpy()
     sd = torch.sqrt(torch.clamp(s2 / n - (s1 / n) ** 2, min=0.0))[0, 0].cpu().numpy()
     crop_zyx = (slice(0, work.shape[0]), slice(0, work.shape[1]), slice(0, work.shape[2]))
+    mean, sd = mean[crop_zyx], sd[crop_zyx]
     report(progress, 0.92, "resampling the probability map to the CT grid")
+    t_back = time.perf_counter()
+    back = _back_to_ct_grid([mean, sd], work, sub)
     maps = []
-    for arr in (mean, sd):
-        back = resample(work.with_array(arr[crop_zyx].astype(np.float32), units="probability"), sub.spacing_xyz,
-                        reference=sub)
+    for arr in back:
         full = np.zeros(canon.shape, np.float32)
         if box is not None:
-            full[box] = np.clip(back.array, 0, 1)
+            full[box] = arr
         else:
-            full[:] = np.clip(back.array, 0, 1)
+            full[:] = arr
         maps.append(restore_volume(canon.with_array(full), ct, orient, units="probability"))
+    back_seconds = time.perf_counter() - t_back
     info = {"canonical_orientation": CANONICAL, "reoriented": orient.describe(),
             "crop": None if box is None else {"lps_min": [round(float(v), 1) for v in sub.index_to_lps(
                 np.zeros(3))], "shape_zyx": list(sub.shape)},
             "cropped_to_mediastinum": box is not None, "tta_passes": len(flips), "tta_flips_numpy_axes": [list(f) for f in flips],
             "windows_per_pass": per_pass, "precision": precision, "sw_batch_size": batch, "overlap": overlap,
             "network_input_zyx": list(x.shape), "network_seconds": round(net_seconds[0], 2),
-            "sliding_window_seconds": round(sw_seconds, 2), "seconds": round(time.perf_counter() - t0, 2)}
+            "sliding_window_seconds": round(sw_seconds, 2), "resample_back_seconds": round(back_seconds, 2),
+            "probability_floor": PROBABILITY_FLOOR, "seconds": round(time.perf_counter() - t0, 2)}
     return ProbabilityMaps(maps[0], maps[1].with_array(maps[1].array, units="uncertainty (SD)"), anatomy, info)
 
 

@@ -91,9 +91,10 @@ def load_config(path_or_name: str | Path = "segmentation_demo") -> dict[str, Any
 
 
 def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: bool = False,
-             reference: Volume | None = None) -> Volume:
+             reference: Volume | None = None, default: float | None = None) -> Volume:
     """Resample onto ``spacing_xyz`` (same origin/direction, covering the same extent), or onto
-    ``reference``'s grid. Linear for images, nearest for labels."""
+    ``reference``'s grid. Linear for images, nearest for labels. Points outside ``vol`` read
+    ``default`` (the image's minimum, labels 0, when not given)."""
     import SimpleITK as sitk
 
     img = vol.to_sitk() if vol.array.dtype != np.float64 else vol.with_array(vol.array.astype(np.float32)).to_sitk()
@@ -109,7 +110,9 @@ def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: boo
         shift = d @ ((np.asarray(spacing_xyz) - np.asarray(vol.spacing_xyz)) / 2)
         ref.SetOrigin(tuple(np.asarray(vol.origin_xyz) + shift))
     interp = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
-    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(vol.array.min()) if not label else 0.0)
+    if default is None:
+        default = float(vol.array.min()) if not label else 0.0
+    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(default))
     return Volume.from_sitk(out, units=vol.units, metadata=vol.metadata)
 
 
