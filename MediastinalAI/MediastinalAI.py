@@ -18,6 +18,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from MediastinalAILib import dicomSrExport
 from MediastinalAILib.dependencies import ensureDependencies
 from MediastinalAILib.processRunner import CANCELLED, PythonProcessRunner
 from MediastinalAILib.segmentSelector import SegmentSelectorBinding
@@ -543,21 +544,13 @@ class MediastinalAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._status(_("Saved DICOM SEG {path}").format(path=path))
 
     def onExportDicomSr(self):
-        if not self._ensureDependencies("dicom-seg"):
-            return
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SR: choose a folder"))
-        if not folder:
-            return
-        try:
+        def export(folder):
             volume, segmentation, segmentId = self._requireSegment()
-            with slicer.util.WaitCursor():
-                written = self.logic.exportDicomSr(
-                    volume, segmentation, segmentId, folder, probabilityNode=self._parameterNode.probabilityVolume
-                )
-        except Exception as e:
-            self._error(_("DICOM SR export failed."), e)
-            return
-        self._status(_("Saved {files} in {folder}").format(files=", ".join(sorted(written)), folder=folder))
+            return self.logic.exportDicomSr(
+                volume, segmentation, segmentId, folder, probabilityNode=self._parameterNode.probabilityVolume
+            )
+
+        dicomSrExport.onExportDicomSr(self, export, self._status)
 
     def onExportNrrd(self):
         path = qt.QFileDialog.getSaveFileName(

@@ -16,6 +16,7 @@ from pathlib import Path
 import qt
 import slicer
 import vtk
+from MediastinalAILib import dicomSrExport
 from MediastinalAILib.dependencies import ensureDependencies
 from MediastinalAILib.processRunner import CANCELLED, PythonProcessRunner
 from MediastinalAILib.segmentSelector import SegmentSelectorBinding
@@ -316,18 +317,10 @@ class MediastinalAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     def onExportDicomSr(self):
         p = self._parameterNode
-        if not self._ensureDependencies("dicom-seg"):
-            return
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SR: choose a folder"))
-        if not folder:
-            return
-        try:
-            with slicer.util.WaitCursor():
-                written = self.logic.exportDicomSr(p.inputVolume, p.segmentation, p.segmentId or None, folder)
-        except Exception as e:
-            self._error(_("DICOM SR export failed."), e)
-            return
-        self._setStatus(_("Saved {files} in {folder}").format(files=", ".join(sorted(written)), folder=folder))
+        dicomSrExport.onExportDicomSr(
+            self, lambda folder: self.logic.exportDicomSr(p.inputVolume, p.segmentation, p.segmentId or None, folder),
+            self._setStatus,
+        )
 
 
 # ----------------------------------------------------------------------------- logic
