@@ -279,10 +279,10 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     import time
 
     import torch
-    from monai.inferers import sliding_window_inference
 
     from ..anatomy import analyse_chest
     from ..orientation import CANONICAL, canonical, restore_volume
+    from .window import sliding_window
 
     t0 = time.perf_counter()
     check_ct(ct)
@@ -326,8 +326,8 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
         for axes in flips:
             dims = [a + 2 for a in axes]
             inp = torch.flip(t, dims) if dims else t
-            logits = sliding_window_inference(inp, plan.patch_size_zyx, sw_batch_size=batch, predictor=predictor,
-                                              overlap=overlap, mode="gaussian", sw_device=model.device, device="cpu")
+            logits = sliding_window(inp, plan.patch_size_zyx, batch, predictor, overlap=overlap,
+                                    sw_device=model.device, device="cpu")
             p = torch.sigmoid(logits.float())
             if dims:
                 p = torch.flip(p, dims)
