@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
 from .plan import Plan, normalise, resample
-from .postprocess import component_box, components, lesion_table, restrict_to_box
+from .postprocess import component_box, components, foreground_box, label_boxes, lesion_table, restrict_to_box
 
 log = logging.getLogger(__name__)
 
@@ -406,12 +406,17 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     p = restrict_to_box(probability.array, ct, roi_lps)
-    labels, _ = components(p >= threshold)
-    lesions = lesion_table(labels, ct, probability.array)
+    binary = p >= threshold
+    # everything below works inside the box of the voxels over the threshold, grown by the one
+    # voxel the shell below reaches (whole-volume passes took seconds on a 512×512×300 CT)
+    fbox = foreground_box(binary, margin=1)
+    labels, _ = components(binary)
+    del binary
+    boxes = label_boxes(labels, fbox) if fbox is not None else []
+    lesions = lesion_table(labels, ct, probability.array, boxes=boxes)
     dropped: list[dict[str, Any]] = []
     if anatomy is not None or uncertainty is not None:
         keep = []
-        boxes = ndimage.find_objects(labels)
         for row in lesions:
             lid = row["lesion_id"]
             sl = component_box(labels, lid, boxes, margin=1)  # everything below stays inside the box
@@ -445,9 +450,12 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
             for i, row in enumerate(keep, start=1):
                 remap[row["lesion_id"]] = i
                 row["lesion_id"] = i
-            labels = remap[labels]
+            labels[fbox] = remap[labels[fbox]]
         lesions = keep
-    return ct.with_array((labels > 0).astype(np.uint8), units="label"), labels, lesions, dropped
+    mask = np.zeros(labels.shape, np.uint8)
+    if fbox is not None:
+        mask[fbox] = labels[fbox] > 0
+    return ct.with_array(mask, units="label"), labels, lesions, dropped
 
 
 def postprocess(ct: Volume, probability: Volume, threshold: float = 0.5,
@@ -467,6 +475,7 @@ def segment_volume(ct: Volume, model: Any, *, threshold: float = 0.5, roi_lps: t
     if not 0.0 < threshold < 1.0:  # before minutes of inference
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     maps = predict_maps(ct, model, tta=tta, crop=crop, progress=progress, cancel=cancel)
+    report(progress, 0.96, "finding lesions")
     mask, labels, lesions, dropped = postprocess_full(ct, maps.probability, threshold, roi_lps, anatomy=maps.anatomy,
                                                       uncertainty=maps.uncertainty,
                                                       restrict_to_mediastinum=restrict_to_mediastinum)
