@@ -15,15 +15,43 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 CPU_FLOPS = 2.0e11  # FLOP/s: what inference of the paper network reached on the 2-core dev machine
 #                    (benchmarks/README.md: 12 windows × 336 GFLOP in 20.8 s); training runs slower
 GPU_FLOPS = 3.0e13  # FLOP/s: a rough sustained rate of one current data-centre GPU (mixed precision)
 GPU_SCALE_SECONDS = 2 * 3600.0  # a run whose CPU lower bound exceeds this is called GPU-scale
 
 
+def unet_flops(features: tuple[int, ...], patch_zyx: tuple[int, ...]) -> float | None:
+    """The same count as :func:`forward_flops`, from the architecture (network.py) in closed form:
+    2 · C_in · C_out · kernel voxels per output voxel of every convolution (per *input* voxel of a
+    transposed one), bias and the rest not counted, as torch's counter does. ``None`` for a
+    patch the 3 poolings do not divide (the network needs one that they do).
+
+    Why: tracing the network under ``FlopCounterMode`` took 1.8 s of every ``segment`` run, for
+    a note that is printed only for slow runs (issue 17); tested equal to the traced count."""
+    if len(features) != 4 or any(int(p) % 8 for p in patch_zyx):
+        return None
+    f = [int(x) for x in features]
+    vol = [float(np.prod([int(p) // 2 ** lv for p in patch_zyx])) for lv in range(4)]
+
+    def block(cin: int, cout: int, v: float) -> float:
+        return 2.0 * 27 * v * (cin * cout + cout * cout)
+
+    total = block(1, f[0], vol[0]) + block(f[0], f[1], vol[1]) + block(f[1], f[2], vol[2]) + block(f[2], f[3], vol[3])
+    for i in (2, 1, 0):
+        total += 2.0 * 8 * f[i + 1] * f[i] * vol[i + 1]  # transposed conv 2x2x2, stride 2
+        total += block(2 * f[i], f[i], vol[i])
+    return total + 2.0 * f[0] * vol[0]  # 1x1x1 head, one output channel
+
+
 @lru_cache(maxsize=16)
 def forward_flops(features: tuple[int, ...], patch_zyx: tuple[int, ...]) -> float:
     """FLOPs of one forward pass of ``UNet3D(features)`` on one patch (batch 1)."""
+    closed = unet_flops(features, patch_zyx)
+    if closed is not None:
+        return closed
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
