@@ -105,3 +105,18 @@ def test_postprocess_with_nothing_over_the_threshold():
     mask, labels, rows, dropped = postprocess_full(ct, ct.with_array(np.full((8, 9, 10), 0.2, np.float32)), 0.5,
                                                    uncertainty=ct.with_array(np.zeros((8, 9, 10), np.float32)))
     assert rows == [] and dropped == [] and not mask.array.any() and not labels.any()
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((3, 4, 5), np.float32), ((64, 128, 130), np.float32),
+                                               ((40, 128, 128), np.int32), ((70, 128, 128), np.uint8)])
+def test_lazy_zeros_is_a_zero_filled_writable_array(shape, dtype):
+    from mediastinal_ai.segmentation.postprocess import lazy_zeros
+
+    a = lazy_zeros(shape, dtype)
+    assert a.shape == shape and a.dtype == np.dtype(dtype) and a.flags.writeable and a.flags.c_contiguous
+    assert not a.any()
+    a[1, 2, 3] = 7
+    a[-1, -1, -1] = 1
+    assert int(a.sum()) == 8 and a[1, 2, 3] == 7
+    b = lazy_zeros(shape, dtype)  # its own memory
+    assert not b.any()

@@ -17,7 +17,15 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check, report
 from ..volume import Volume
 from .plan import Plan, normalise, resample
-from .postprocess import component_box, components, foreground_box, label_boxes, lesion_table, restrict_to_box
+from .postprocess import (
+    component_box,
+    components,
+    foreground_box,
+    label_boxes,
+    lazy_zeros,
+    lesion_table,
+    restrict_to_box,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +242,14 @@ def _back_to_ct_grid(arrays: list[np.ndarray], work: Volume, sub: Volume,
     """Maps on the network grid ``work`` → ``sub``'s grid (linear), clipped to [0, 1], values under
     :data:`PROBABILITY_FLOOR` set to 0. ``out``: zero-filled float32 arrays of ``sub``'s shape
     (e.g. the crop's view of a whole-CT map) written in place instead of new arrays, so the
-    crop-sized maps are not allocated and copied twice.
+    crop-sized maps are not allocated and copied twice; only their non-zero voxels are written.
 
     Only the part of ``sub`` whose interpolation reads a value at or above the floor is resampled:
     the box of those ``work`` voxels, two voxels wider, and the ``sub`` voxels that fall inside
     it. Everything outside interpolates values under the floor only, so it is 0 either way;
     inside, the values are those a resampling of the whole map gives (tested)."""
     if out is None:
-        out = [np.zeros(sub.shape, np.float32) for _ in arrays]
+        out = [lazy_zeros(sub.shape, np.float32) for _ in arrays]
     hot = np.zeros(work.shape, bool)
     for a in arrays:
         hot |= a >= PROBABILITY_FLOOR
@@ -269,7 +277,9 @@ def _back_to_ct_grid(arrays: list[np.ndarray], work: Volume, sub: Volume,
                         sub.spacing_xyz, reference=s_sub, default=0.0).array
         np.clip(part, 0.0, 1.0, out=part)
         part[part < PROBABILITY_FLOOR] = 0.0
-        o[sbox] = part
+        # ``o`` is zero-filled: writing only the non-zero voxels leaves the pages of the (mostly
+        # zero) box untouched, and untouched pages take no memory (issue 17: peak RSS)
+        np.copyto(o[sbox], part, where=part > 0)
     return out
 
 
@@ -356,7 +366,7 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     t_back = time.perf_counter()
     # the whole-CT maps are zero-filled (untouched pages cost no memory) and the crop's part is
     # written into them directly
-    full = [np.zeros(canon.shape, np.float32) for _ in range(2)]
+    full = [lazy_zeros(canon.shape, np.float32) for _ in range(2)]
     _back_to_ct_grid([mean, sd], work, sub, out=[f[box] if box is not None else f for f in full])
     maps = []
     while full:
@@ -461,11 +471,12 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
             for i, row in enumerate(keep, start=1):
                 remap[row["lesion_id"]] = i
                 row["lesion_id"] = i
-            labels[fbox] = remap[labels[fbox]]
+            box_labels = labels[fbox]
+            np.copyto(box_labels, remap[box_labels], where=box_labels > 0)
         lesions = keep
-    mask = np.zeros(labels.shape, np.uint8)
+    mask = lazy_zeros(labels.shape, np.uint8)  # written where there are lesions only: untouched pages cost nothing
     if fbox is not None:
-        mask[fbox] = labels[fbox] > 0
+        np.copyto(mask[fbox], 1, where=labels[fbox] > 0)
     return ct.with_array(mask, units="label"), labels, lesions, dropped
 
 

@@ -13,6 +13,28 @@ from ..volume import Volume
 MIN_LESION_VOXELS = 10
 
 
+LAZY_MIN_BYTES = 1 << 22  # below this numpy's own zeros are as good (and it madvises no huge pages)
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zero-filled, writable array whose memory is taken page by page (4 KB) as it is written.
+
+    Why: a whole-CT map or label volume of which a few percent is ever non-zero (issue 17: peak
+    RSS). ``np.zeros`` is lazy too, but numpy advises the kernel to back arrays of 4 MB and more
+    with 2 MB huge pages, so one write per two 512×512 float32 slices made the whole map
+    resident. A private anonymous memory map is zero-filled and not so advised."""
+    import mmap
+
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if nbytes < LAZY_MIN_BYTES or not hasattr(mmap, "MAP_PRIVATE"):  # Windows: numpy's zeros (no huge pages)
+        return np.zeros(shape, dt)
+    # private: reading a page never written maps the kernel's zero page (a shared map would
+    # allocate it), so thresholding or quantising the whole map stays cheap
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dt).reshape(shape)
+
+
 def foreground_box(binary: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """The bounding box of the true voxels of a 3D array, grown by ``margin`` (clipped); ``None``
     when there are none. Two passes over the volume: everything after it works on the box, which
@@ -34,7 +56,7 @@ def components(binary: np.ndarray, min_voxels: int = MIN_LESION_VOXELS) -> tuple
     Labelled inside the bounding box of the true voxels: the same labels as labelling the whole
     volume (the box holds every true voxel in the same raster order), without whole-volume
     passes of int32 labels (seconds and 300 MB each on a 512×512×300 CT)."""
-    out = np.zeros(binary.shape, np.int32)
+    out = lazy_zeros(binary.shape, np.int32)
     box = foreground_box(binary) if binary.ndim == 3 else tuple(slice(None) for _ in binary.shape)
     if box is None:
         return out, 0
@@ -45,7 +67,8 @@ def components(binary: np.ndarray, min_voxels: int = MIN_LESION_VOXELS) -> tuple
     keep = [i + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_voxels]
     remap = np.zeros(n + 1, np.int32)  # one pass over the box, not one per component
     remap[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
-    out[box] = remap[lab]
+    lab = remap[lab]
+    np.copyto(out[box], lab, where=lab > 0)  # only the labelled voxels: the rest of out stays untouched zero pages
     return out, len(keep)
 
 
