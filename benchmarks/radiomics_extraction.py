@@ -7,7 +7,8 @@ and the same machine, in one run:
   ``sitk.Clamp``, call ``RadiomicsFeatureExtractor(params).execute`` — what a user would write;
 * ours, 1 worker: :func:`mediastinal_ai.radiomics.extract_cohort` in process (numpy bin edges);
 * ours, one case per worker: a process pool, each (case, reader) whole on one worker;
-* ours (default): a process pool, each case cut into image-type parts the workers share.
+* ours (default): a process pool; each case prepared once (read, window, resample), then cut
+  into its image-type parts, the longest (by estimated cost) started first across the cohort.
 
 Every arm's features are compared with the sequential loop's, bit for bit (float64 bytes), and
 the key order too; the script exits 1 on any difference. Reports wall time, cases/min (a "case"
@@ -33,27 +34,47 @@ def project_two_cores(cases, p, workers: int, cpu_seq: float) -> dict:
     """What the pool would take on an IDLE machine with ``workers`` cores, from CPU seconds.
 
     On a shared machine the wall clock of a parallel arm says more about the other users than
-    about the scheme; CPU seconds do not. Each part of each case is extracted here, in process,
-    and its CPU time measured; the pool's schedule (tasks in submission order, each to the first
-    free worker) is then replayed with those durations: once with whole cases (one task per case)
-    and once with the image-type parts. A PROJECTION, labelled as such in the output."""
+    about the scheme; CPU seconds do not. Each case is prepared and each of its image-type parts
+    extracted here, in process, with the pool's own mechanics, and each step's CPU time measured;
+    the pool's schedule is then replayed with those durations: once with whole cases (one task
+    per case, in order) and once as the pool runs the parts (preparations first, then the part
+    of longest estimated cost to the first free worker). A PROJECTION, labelled as such."""
     import heapq
 
     from mediastinal_ai.io import read_ct, read_mask
-    from mediastinal_ai.radiomics.extract import extract_features
-    from mediastinal_ai.radiomics.fast import split_params
-    from mediastinal_ai.radiomics.params import make_extractor, pyradiomics_params
+    from mediastinal_ai.radiomics.extract import sitk_inputs
+    from mediastinal_ai.radiomics.fast import (
+        PreparedPair,
+        fast_extraction,
+        part_cost,
+        pieces,
+        prepare,
+        prepared_extractor,
+        save_prepared,
+    )
+    from mediastinal_ai.radiomics.params import pyradiomics_params
 
-    parts = split_params(pyradiomics_params(p), workers)
+    pp = pyradiomics_params(p)
+    parts = pieces(pp)
+    prep_s: list[float] = []
     per_case: list[list[float]] = []
-    for c in cases:
-        row = []
-        for q in parts:
+    est: list[list[float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in cases:
             t = time.process_time()
             ct = read_ct(c.ct)
-            extract_features(ct, read_mask(c.mask, ct), p, extractor=make_extractor({**q, "preprocessing": p["preprocessing"]}))
-            row.append(time.process_time() - t)
-        per_case.append(row)
+            pair = prepare(*sitk_inputs(ct, read_mask(c.mask, ct), p), pp)
+            size = save_prepared(Path(tmp) / c.case_id, *pair)
+            prep_s.append(time.process_time() - t)
+            held = PreparedPair(*pair)
+            row = []
+            for q in parts:
+                t = time.process_time()
+                with fast_extraction(), held.checked_once():
+                    prepared_extractor(q["params"]).execute(held.image, held.mask, label=1)
+                row.append(time.process_time() - t)
+            per_case.append(row)
+            est.append([part_cost(q, size["voxels"], size["faces"]) for q in parts])
 
     def makespan(tasks: list[float]) -> float:
         free = [0.0] * workers
@@ -61,10 +82,13 @@ def project_two_cores(cases, p, workers: int, cpu_seq: float) -> dict:
             heapq.heappush(free, heapq.heappop(free) + d)
         return max(free)
 
-    whole = makespan([sum(r) for r in per_case])
-    split = makespan([d for r in per_case for d in r])
+    whole = makespan([pr + sum(r) for pr, r in zip(prep_s, per_case)])
+    order = sorted(((e, d) for er, dr in zip(est, per_case) for e, d in zip(er, dr)), key=lambda t: -t[0])
+    split = makespan(prep_s + [d for _, d in order])
     return {"note": "PROJECTION for an idle machine from measured CPU seconds, not a wall-clock measurement",
-            "part_cpu_s": [[round(d, 1) for d in r] for r in per_case],
+            "prepare_cpu_s": [round(d, 2) for d in prep_s],
+            "part_cpu_s": [[round(d, 2) for d in r] for r in per_case],
+            "part_names": ["+".join(q["params"]["imageType"]) + (" shape" if q["shape"] else "") for q in parts],
             "case_per_worker_s": round(whole, 1), "split_s": round(split, 1),
             "speedup_case_per_worker": round(cpu_seq / whole, 2), "speedup_split": round(cpu_seq / split, 2)}
 
@@ -140,6 +164,7 @@ def main() -> None:
         arms = {}
         for arm, workers, split in (("ours_1_worker", 1, True), ("ours_case_per_worker", args.workers, False),
                                     ("ours", args.workers, True)):
+            load_arm = round(os.getloadavg()[0], 2)
             t0, c0 = time.perf_counter(), cpu_s()
             out = extract_cohort(manifest, tmp / arm, p, readers=("1",), workers=workers,
                                  case_ids=[c.case_id for c in cases], split_cases=split)
@@ -147,7 +172,8 @@ def main() -> None:
             assert len(out["table"]) == len(cases) and not out["errors"], out["errors"]
             arms[arm] = {"workers": workers, "seconds": round(dt, 1), "cases_per_min": round(60 * len(cases) / dt, 1),
                          "speedup_vs_sequential": round(t_seq / dt, 2), "cpu_s": round(cpu, 1),
-                         "cpu_ratio_sequential_over_this": round(cpu_seq / cpu, 2), **compare(out["table"])}
+                         "cpu_ratio_sequential_over_this": round(cpu_seq / cpu, 2),
+                         "load_average_1min_before": load_arm, **compare(out["table"])}
         rss_child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         projection = project_two_cores(cases, p, args.workers, cpu_seq) if args.project else None
 

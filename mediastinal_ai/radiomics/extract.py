@@ -79,20 +79,29 @@ def extract_features(ct: Volume, mask: Volume, params: str | Path | dict[str, An
     with the mask as label 1. ``extractor`` lets a caller reuse a configured extractor.
     """
     p = load_params(params)
-    fg = check_mask(ct, mask, source)
-    import SimpleITK as sitk
-
-    image = apply_window(ct, p).to_sitk()
-    label = mask.with_array(fg.astype(np.uint8), units="label").to_sitk()
-    label = sitk.Cast(label, sitk.sitkUInt8)
+    image, label = sitk_inputs(ct, mask, p, source)
     ex = extractor if extractor is not None else make_extractor(p)
-    from .fast import fast_bin_edges
+    from .fast import fast_extraction
 
     try:
-        with fast_bin_edges():  # same features, bit for bit; see fast.py
+        with fast_extraction():  # same features, bit for bit; see fast.py
             raw = ex.execute(image, label, label=1)
     except (ValueError, RuntimeError, IndexError) as e:  # pyradiomics' own mask checks
         raise InputError(f"pyradiomics could not use this image/mask: {e}", source) from e
+    return _feature_values(raw)
+
+
+def sitk_inputs(ct: Volume, mask: Volume, params: dict[str, Any], source: str | Path | None = None) -> tuple[Any, Any]:
+    """The windowed CT and the label-1 mask as pyradiomics receives them (checked first)."""
+    fg = check_mask(ct, mask, source)
+    import SimpleITK as sitk
+
+    image = apply_window(ct, params).to_sitk()
+    label = mask.with_array(fg.astype(np.uint8), units="label").to_sitk()
+    return image, sitk.Cast(label, sitk.sitkUInt8)
+
+
+def _feature_values(raw: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in raw.items():
         if k.startswith("diagnostics_"):
@@ -111,22 +120,15 @@ def _cache_file(cache_dir: Path, case_id: str, reader: str) -> Path:
 
 
 def _extract_job(ct_path: str, mask_path: str, params: dict[str, Any], cache: str, case_id: str,
-                 reader: str, phash: str, part: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Worker: read files, extract, write the case's cache atomically. Errors are returned, not
-    raised, so one bad case does not stop the cohort.
-
-    With ``part`` (a pyradiomics parameter subset from :func:`.fast.split_params`) only that
-    part is extracted and its features are returned (``"features"``) for the caller to merge;
-    nothing is cached."""
+                 reader: str, phash: str) -> dict[str, Any]:
+    """In process (one worker): read files, extract, write the case's cache atomically. Errors
+    are returned, not raised, so one bad case does not stop the cohort."""
     from ..io import read_ct, read_mask
 
     try:
         ct = read_ct(ct_path)
         mask = read_mask(mask_path, ct, allow_empty=True)
-        ex = make_extractor({**part, "preprocessing": params.get("preprocessing")}) if part is not None else None
-        feats = extract_features(ct, mask, params, extractor=ex, source=mask_path)
-        if part is not None:
-            return {"case_id": case_id, "reader": reader, "ok": True, "features": feats}
+        feats = extract_features(ct, mask, params, source=mask_path)
         rec = {"case_id": case_id, "reader": reader, "params_hash": phash, "features": feats}
         atomic_write_json(cache, rec)
         return {"case_id": case_id, "reader": reader, "ok": True}
@@ -134,6 +136,63 @@ def _extract_job(ct_path: str, mask_path: str, params: dict[str, Any], cache: st
         return {"case_id": case_id, "reader": reader, "ok": False, "error": str(e)}
     except Exception as e:  # noqa: BLE001 - reported per case, the cohort goes on
         return {"case_id": case_id, "reader": reader, "ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+def _failure(case_id: str, reader: str, e: BaseException) -> dict[str, Any]:
+    msg = str(e) if isinstance(e, MediastinalAIError) else f"{type(e).__name__}: {e}"
+    return {"case_id": case_id, "reader": reader, "ok": False, "error": msg}
+
+
+def _prepare_job(ct_path: str, masks: list[tuple[str, str]], params: dict[str, Any], case_id: str,
+                 folder: str) -> list[dict[str, Any]]:
+    """Worker: read the CT once for all of the case's reader masks, and run pyradiomics' own
+    loading and resampling once per mask (:func:`.fast.prepare`); the prepared pairs go to
+    ``folder`` for the parts (:func:`_part_job`). One result per reader; errors returned."""
+    from ..io import read_ct, read_mask
+    from .fast import prepare, save_prepared
+
+    try:
+        ct = read_ct(ct_path)
+    except Exception as e:  # noqa: BLE001 - every reader of this case fails with the CT's reason
+        return [_failure(case_id, r, e) for r, _ in masks]
+    out = []
+    pp = pyradiomics_params(params)
+    for r, mask_path in masks:
+        try:
+            image, label = sitk_inputs(ct, read_mask(mask_path, ct, allow_empty=True), params, mask_path)
+            try:
+                pair = prepare(image, label, pp)
+            except (ValueError, RuntimeError, IndexError) as e:  # pyradiomics' own mask checks
+                raise InputError(f"pyradiomics could not use this image/mask: {e}", mask_path) from e
+            stem = str(Path(folder) / f"{case_id}__reader{r}")
+            out.append({"case_id": case_id, "reader": r, "ok": True, "stem": stem, "source": mask_path,
+                        **save_prepared(stem, *pair)})
+        except Exception as e:  # noqa: BLE001 - reported per case, the cohort goes on
+            out.append(_failure(case_id, r, e))
+    return out
+
+
+_LOADED: dict[str, Any] = {}  # the worker's last few prepared pairs (.fast.PreparedPair), by file stem
+_LOADED_MAX = 4
+
+
+def _part_job(stem: str, part: dict[str, Any], case_id: str, reader: str, source: str) -> dict[str, Any]:
+    """Worker: one image-type part (:func:`.fast.pieces`) of a prepared (case, reader)."""
+    from .fast import PreparedPair, fast_extraction, load_prepared, prepared_extractor
+
+    try:
+        pair = _LOADED.pop(stem, None) or PreparedPair(*load_prepared(stem))
+        _LOADED[stem] = pair  # most recent last
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        try:
+            with fast_extraction(), pair.checked_once():
+                raw = prepared_extractor(part).execute(pair.image, pair.mask, label=1)
+        except (ValueError, RuntimeError, IndexError) as e:  # pyradiomics' own mask checks
+            raise InputError(f"pyradiomics could not use this image/mask: {e}", source) from e
+        return {"case_id": case_id, "reader": reader, "ok": True, "features": _feature_values(raw)}
+    except Exception as e:  # noqa: BLE001 - reported per case, the cohort goes on
+        return _failure(case_id, reader, e)
 
 
 def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path | dict[str, Any] | None = None, *,
@@ -146,9 +205,10 @@ def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path
     and ``<out>/<table_name>.json`` (parameters, package versions, per-case errors). Returns
     ``{"table": DataFrame, "csv", "parquet", "sidecar", "errors", "n_extracted", "n_cached"}``.
 
-    With several workers each (case, reader) is cut into parts by image type that the workers
-    share (``split_cases``; False = one case per worker, kept for the benchmark's attribution).
-    Features are identical either way, bit for bit (``benchmarks/radiomics_extraction.py``).
+    With several workers each case is prepared once and each (case, reader) cut into parts by
+    image type that the workers share, longest first (:func:`_run_pool`; ``split_cases=False``:
+    one part per pair, kept for the benchmark's attribution). Features are identical either
+    way, bit for bit (``benchmarks/radiomics_extraction.py``).
     """
     import pandas as pd
 
@@ -190,47 +250,12 @@ def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path
                 done += 1
                 _note(res, errors, progress, done, len(jobs))
         else:
-            # Each (case, reader) is cut into parts by image type (fast.split_params) so that the
-            # workers share a long case; the parts' features are merged and cached here.
-            from .fast import merge_parts, split_params
+            def done_pair(res: dict[str, Any]) -> None:
+                nonlocal done
+                done += 1
+                _note(res, errors, progress, done, len(jobs))
 
-            parts = split_params(pyradiomics_params(p), workers if split_cases else 1)
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                pending = {}
-                for ct, mp, cid, r in todo:
-                    for k, part in enumerate(parts):
-                        fut = pool.submit(_extract_job, ct, mp, pdict, "", cid, r, phash, part)
-                        pending[fut] = (cid, r, k)
-                got: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-                failed: set[tuple[str, str]] = set()
-                try:
-                    while pending:
-                        finished, _ = wait(set(pending), timeout=1.0, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            cid, r, k = pending.pop(f)
-                            res = f.result()
-                            key = (cid, r)
-                            if key in failed:
-                                continue
-                            if not res["ok"]:
-                                failed.add(key)
-                                got.pop(key, None)
-                                done += 1
-                                _note(res, errors, progress, done, len(jobs))
-                                continue
-                            got.setdefault(key, {})[k] = res["features"]
-                            if len(got[key]) == len(parts):
-                                by_part = got.pop(key)
-                                feats = merge_parts([by_part[i] for i in range(len(parts))], p)
-                                atomic_write_json(_cache_file(cache_dir, cid, r), {
-                                    "case_id": cid, "reader": r, "params_hash": phash, "features": feats})
-                                done += 1
-                                _note({"case_id": cid, "reader": r, "ok": True}, errors, progress, done, len(jobs))
-                        check(cancel)
-                except BaseException:
-                    for f in pending:
-                        f.cancel()
-                    raise
+            _run_pool(todo, p, workers, split_cases, cache_dir, phash, done_pair, cancel)
     rows = []
     for _, _, cid, r in jobs:
         f = _cache_file(cache_dir, cid, r)
@@ -249,6 +274,115 @@ def extract_cohort(manifest: str | Path, out_dir: str | Path, params: str | Path
     report(progress, 1.0, f"features of {len(table)} (case, reader) rows written")
     return {"table": table, "csv": csv_path, "parquet": pq_path, "sidecar": sidecar, "errors": errors,
             "n_extracted": len(todo) - len(errors), "n_cached": n_cached}
+
+
+def _run_pool(todo: list[tuple[str, str, str, str]], p: dict[str, Any], workers: int, split_cases: bool,
+              cache_dir: Path, phash: str, done_pair: Any, cancel: CancelToken | None) -> None:
+    """The (case, reader) pairs of ``todo`` on ``workers`` processes.
+
+    Each case is first prepared once (CT read once for all its readers; pyradiomics' loading and
+    resampling once per mask), then cut into its image-type parts (:func:`.fast.pieces`; one
+    part per pair with ``split_cases=False``). The pool is fed one task per free worker,
+    preparations first, then always the part with the longest estimated CPU time among the
+    prepared pairs (:func:`.fast.part_cost`), so a large tumour's shape descriptors start early
+    instead of running alone at the end. At most ``4 × workers`` pairs are open at a time
+    (bounded temporary disk). The parts' features are merged in pyradiomics' order and cached
+    per pair as soon as its last part is back."""
+    import heapq
+    import shutil
+    import tempfile
+
+    from radiomics import featureextractor  # noqa: F401 - imported once here, inherited by forked workers
+
+    from .fast import merge_parts, part_cost, pieces
+
+    pp = pyradiomics_params(p)
+    if split_cases:
+        parts = pieces(pp)
+    else:
+        whole = pieces(pp)
+        parts = [{"params": pp, "shape": any(q["shape"] for q in whole), "images": sum(q["images"] for q in whole)}]
+    cases: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for ct, mp, cid, r in todo:
+        cases.setdefault((cid, ct), []).append((r, mp))
+    queue = list(cases.items())
+    window = 4 * workers
+    folder = tempfile.mkdtemp(prefix="mediastinal-radiomics-")
+    ready: list[tuple[float, int, str, int]] = []  # (-cost, seq, pair key, part index)
+    open_pairs: dict[str, dict[str, Any]] = {}
+    seq = 0
+    pending: dict[Any, tuple[str, Any]] = {}
+
+    def drop(key: str) -> None:
+        info = open_pairs.pop(key)
+        for suffix in (".image.npy", ".mask.npy", ".json"):
+            Path(info["stem"] + suffix).unlink(missing_ok=True)
+
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            while queue or ready or pending:
+                while len(pending) < workers:
+                    n_open = len(open_pairs) + sum(len(v[1][1]) for v in pending.values() if v[0] == "prepare")
+                    if queue and (not ready or n_open < window):
+                        (cid, ct), masks = queue.pop(0)
+                        fut = pool.submit(_prepare_job, ct, masks, p, cid, folder)
+                        pending[fut] = ("prepare", (cid, masks))
+                    elif ready:
+                        _, _, key, k = heapq.heappop(ready)
+                        info = open_pairs.get(key)
+                        if info is None or info.get("failed"):  # another part of this pair failed
+                            continue
+                        fut = pool.submit(_part_job, info["stem"], parts[k]["params"], info["case_id"], info["reader"],
+                                          info["source"])
+                        info["running"] += 1
+                        pending[fut] = ("part", (key, k))
+                    else:
+                        break
+                finished, _ = wait(set(pending), timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    kind, what = pending.pop(fut)
+                    res = fut.result()
+                    if kind == "prepare":
+                        for one in res:
+                            if not one["ok"]:
+                                done_pair(one)
+                                continue
+                            key = f"{one['case_id']}\0{one['reader']}"
+                            open_pairs[key] = {**one, "got": {}, "running": 0}
+                            for k, q in enumerate(parts):
+                                heapq.heappush(ready, (-part_cost(q, one["voxels"], one["faces"]), seq, key, k))
+                                seq += 1
+                        continue
+                    key, k = what
+                    info = open_pairs.get(key)
+                    if info is None:
+                        continue
+                    info["running"] -= 1
+                    if not res["ok"]:
+                        info["failed"] = True
+                        done_pair(res)
+                        if info["running"] == 0:
+                            drop(key)
+                        continue
+                    if info.get("failed"):
+                        if info["running"] == 0:
+                            drop(key)
+                        continue
+                    info["got"][k] = res["features"]
+                    if len(info["got"]) == len(parts):
+                        cid, r = info["case_id"], info["reader"]
+                        feats = merge_parts([info["got"][i] for i in range(len(parts))], p)
+                        atomic_write_json(_cache_file(cache_dir, cid, r), {
+                            "case_id": cid, "reader": r, "params_hash": phash, "features": feats})
+                        drop(key)
+                        done_pair({"case_id": cid, "reader": r, "ok": True})
+                check(cancel)
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _note(res: dict[str, Any], errors: list[dict[str, Any]], progress: ProgressCallback | None, done: int,
