@@ -30,6 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SEED0 = 300_000
 NAME, CT_ONLY = "demo-fusion-dmfn", "demo-fusion-ct-only"
+# what still differs from the fusion study after issue 14 (docs/methods.md, docs/fusion.md)
+DEVIATIONS = [
+    "trained and tested on a SYNTHETIC cohort (Table 2 class frequencies and CTC means/SDs), not on patients",
+    "no fourth-order PDE denoising and no cubic-voxel reconstruction (options --denoise / --isotropic of "
+    "train-fusion; off here: the synthetic CT has no scanner noise texture to remove and cubic voxels already)",
+    "image branch: torchvision RegNetY design point (TINY_REGNET, random init), not the self-regulated RegNet "
+    "the study cites; demo-size ROI (96 px)",
+]
 
 
 def _split(seed: int) -> str:
@@ -64,7 +72,8 @@ def _stamp(out: Path, repro: str) -> None:
     for name in (NAME, CT_ONLY):
         p = out / name / f"{name}.model.json"
         card = ModelCard.load(p)
-        card.extra = {**card.extra, "reproduce": repro}
+        card.extra = {k: v for k, v in card.extra.items() if k != "deviations_note"}
+        card.extra.update(reproduce=repro, deviations_from_published=DEVIATIONS)
         card.training_data = {**card.training_data, "synthetic": True,
                               "note": "SYNTHETIC cohort; the figures say nothing about patients"}
         card.intended_use = "demo — not for clinical use. Trained and tested on synthetic CT only."
