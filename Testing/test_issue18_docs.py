@@ -94,3 +94,28 @@ def test_readme_demo_paths_are_those_demo_writes():
     assert 'out / "results"' in demo and '"cases"' in demo
     for p in named:
         assert p.startswith(("demo_output/data", "demo_output/results")), p
+
+
+@pytest.mark.slow
+def test_readme_demo_table_names_files_a_one_case_demo_writes(tmp_path, capsys):
+    """Every file the README's demo table promises is there after a real (one-case) demo run."""
+    pytest.importorskip("torch")
+    pytest.importorskip("radiomics")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(demo_output/[^`]+)` \| (.*) \|$", text, flags=re.M)
+    assert len(rows) >= 4, rows
+    out = tmp_path / "demo_output"
+    assert main(["demo", "--out", str(out), "--cases", "1", "--no-scene"]) == 0
+    cases = sorted(p.name for p in (out / "results" / "cases").iterdir() if p.is_dir())
+    assert len(cases) == 1 and re.fullmatch(r"synth_0900\d\d", cases[0]), cases  # the README's case-id form
+    assert (out / "data" / "manifest.csv").is_file()
+    checked = 0
+    for path, what in rows:
+        if path.endswith(".mrml"):
+            continue  # --no-scene: the scene needs slicer-core
+        p = tmp_path / path.replace("<case_id>", cases[0])
+        assert p.exists(), f"README names {path}, the demo did not write it"
+        for name in re.findall(r"`([^`/]+\.[a-z]+)`", what):  # files a folder row lists
+            assert (p / name).is_file(), f"README lists {name} in {path}, the demo did not write it"
+            checked += 1
+    assert checked >= 10

@@ -94,6 +94,11 @@ def test_train_radiomics_refuses_mismatch_card_has_table_params_predict_refuses_
     assert main(["train-radiomics", "--manifest", str(man), "--features", str(table), "--out", str(out),
                  "--classifiers", "svm,logistic", "--name", "my-rad"]) == 0
     card = json.loads((out / "my-rad.model.json").read_text())
+    # item 7: a model whose cross-validated AUC is near chance is flagged in the card and on screen
+    cv = card["metrics"]["models"]["svm"]["cv_auc_train"].get("value")
+    poor = cv is None or cv < 0.6
+    assert ("quality_warning" in card["extra"]) == poor
+    assert ("WARNING: " in capsys.readouterr().out) == poor
     demo_hash = params_hash(load_params("demo"))
     assert params_hash(load_params(card["preprocessing"]["radiomics_params"])) == demo_hash
     assert card["preprocessing"]["radiomics_params_hash"] == demo_hash

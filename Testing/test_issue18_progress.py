@@ -148,11 +148,41 @@ def test_train_seg_reports_every_batch_and_validation(tmp_path):
                      "features": [4, 8, 16, 32]},
             "training": {"epochs": 2, "iterations_per_epoch": 3, "batch_size": 2, "validation_every": 1}}
     seen: list[tuple[float, str]] = []
-    train("hand-made", tmp_path, tiny, device="cpu", prepared={"train": cases[:1], "val": cases[1:], "test": []},
-          progress=lambda f, m: seen.append((f, m)))
+    s = train("hand-made", tmp_path, tiny, device="cpu", prepared={"train": cases[:1], "val": cases[1:], "test": []},
+              progress=lambda f, m: seen.append((f, m)))
+    # item 7: a model saved with a poor validation Dice says so in its summary and its card
+    poor = s["best_val_dice"] < 0.3
+    assert (s["quality_warning"] is not None) == poor
+    from pathlib import Path
+
+    card_path = Path(s["weights"]).with_name("seg-unet3d.model.json")  # train's default name
+    assert card_path.is_file()
+    import json
+
+    metrics = json.loads(card_path.read_text())["metrics"]
+    assert ("quality_warning" in metrics) == poor
+    if poor:
+        assert "poor validation Dice" in metrics["quality_warning"] or "unknown" in metrics["quality_warning"]
     msgs = [m for _, m in seen]
     assert [m for m in msgs if "batch" in m] == [f"epoch {e}/2 batch {b}/3" for e in (1, 2) for b in (1, 2, 3)]
     assert sum("validating" in m for m in msgs) == 2
     assert sum(m.startswith("epoch") and "loss" in m for m in msgs) == 2
     fr = [f for f, _ in seen]
     assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0)
+
+
+def test_segment_cli_off_a_terminal_logs_plain_progress_lines_with_eta(tmp_path, caplog, capsys):
+    """What a user piping `segment` into a log file sees: throttled lines with elapsed/ETA, no bar."""
+    pytest.importorskip("torch")
+    from mediastinal_ai.cli import main
+    from mediastinal_ai.io import write_image
+    from mediastinal_ai.synthetic import generate_case
+
+    ct = write_image(generate_case(95_011, "thymoma_B1").ct, tmp_path / "ct.nii.gz")
+    with caplog.at_level(logging.INFO, logger="mediastinal_ai.progress"):
+        assert main(["segment", "--input", str(ct), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "mediastinal_ai.progress"]
+    assert len(lines) >= 3, lines
+    assert all(s.startswith("segment:") and "elapsed" in s and "ETA" in s for s in lines), lines
+    assert "100.0%" in lines[-1]
+    assert "\r" not in capsys.readouterr().err  # no carriage-return bar off a terminal
