@@ -323,3 +323,25 @@ def test_summary_names_the_results_csv_it_describes(tmp_path):
     assert not summary_matches_results(tmp_path)
     _write_results(tmp_path, rows + [{"case_id": "c", "status": "ok", "seconds": 2.0}], cfg, partial=False)
     assert summary_matches_results(tmp_path)  # the next write (a resumed run) heals it
+
+
+def test_resume_recomputes_a_segmented_case_whose_uncertainty_or_anatomy_is_gone(tmp_path):
+    """A resumed run that finds the uncertainty map or the saved anatomy missing computes the case
+    again (case.json hashes every file), and the step's ``outputs`` name those files too."""
+    from mediastinal_ai.synthetic import generate_case
+
+    ct = write_image(generate_case(7, inplane_size=64).ct, tmp_path / "s0.nii.gz")
+    cases = [CaseSpec(case_id="s0", ct=str(ct))]
+    out = tmp_path / "out"
+    cfg = RunConfig(steps=["segment"], workers=0)
+    assert run_cohort(cases, out, cfg)[0]["status"] == "ok"
+    case = out / "cases" / "s0"
+    rec = json.loads((case / "case.json").read_text())
+    written = json.loads((case / "segmentation_result.json").read_text())["files"].values()
+    assert "uncertainty.nrrd" in written and "anatomy_labels.nrrd" in written
+    assert set(written) <= set(rec["outputs"])
+    assert run_cohort(cases, out, cfg)[0]["status"] == "skipped"
+    for name in ("uncertainty.nrrd", "anatomy_labels.nrrd"):
+        (case / name).unlink()
+        assert run_cohort(cases, out, cfg)[0]["status"] == "ok", name
+        assert (case / name).is_file()

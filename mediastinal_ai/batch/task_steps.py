@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+from pathlib import Path
 from typing import Any
 
 from ..case_files import RESULT_FILES, find_result
@@ -38,8 +39,12 @@ def segment(ctx: CaseContext) -> None:
     seg = _need("mediastinal_ai.segmentation", "segment_volume")
     result = seg.segment_volume(ctx.ct, model=ctx.model("segmentation"),
                                 threshold=float(ctx.params.get("threshold", 0.5)), device=ctx.params.get("device", "auto"))
-    seg.write_result(result, ctx.workdir, ctx.ct)
+    written = seg.write_result(result, ctx.workdir, ctx.ct)
     ctx.segmented = True
+    # every file write_result made (uncertainty and the saved anatomy too): case.json's list of
+    # outputs then names what the case folder holds
+    for path in written.values():
+        ctx.outputs.add(Path(path).relative_to(ctx.workdir).as_posix())
     for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", RESULT_FILES["segmentation"]):
         ctx.outputs.add(name)
     ctx.mask = result.mask
