@@ -153,7 +153,7 @@ def insert_lesion(background: Volume, seed: int, *, lesion_class: str | None = N
     if kind == "teratoma":
         les = np.where(field_in > 0.6, -85.0, np.where(field_in < -0.8, 15.0, les))
     body_soft = (bg > -150) & (bg < 150)
-    resid, noise_sd = _noise_residual(canon.array[box].astype(np.float32), body_soft)
+    resid, noise_sd = _noise_residual(bg, body_soft)  # bg: the box's HU as float32, unchanged
     les = les + _phase_randomised(resid, noise_sd, rng)
     out = canon.array.copy()
     blended = (1.0 - occ) * bg + occ * les
