@@ -41,12 +41,10 @@ def segment(ctx: CaseContext) -> None:
                                 threshold=float(ctx.params.get("threshold", 0.5)), device=ctx.params.get("device", "auto"))
     written = seg.write_result(result, ctx.workdir, ctx.ct)
     ctx.segmented = True
-    # every file write_result made (uncertainty and the saved anatomy too): case.json's list of
-    # outputs then names what the case folder holds
+    # every file write_result made (mask, probability, lesions, result, uncertainty, saved anatomy):
+    # case.json's list of outputs then names what the case folder holds
     for path in written.values():
         ctx.outputs.add(Path(path).relative_to(ctx.workdir).as_posix())
-    for name in ("mask.nrrd", "probability.nrrd", "lesions.csv", RESULT_FILES["segmentation"]):
-        ctx.outputs.add(name)
     ctx.mask = result.mask
     lesions = result.lesions
     ctx.results.update(n_lesions=len(lesions),
