@@ -433,7 +433,7 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
     # everything below works inside the box of the voxels over the threshold, grown by the one
     # voxel the shell below reaches (whole-volume passes took seconds on a 512×512×300 CT)
     fbox = foreground_box(binary, margin=1)
-    labels, _ = components(binary)
+    labels, _ = components(binary, box=fbox)  # the same labels in any box holding every true voxel
     del binary
     boxes = label_boxes(labels, fbox) if fbox is not None else []
     lesions = lesion_table(labels, ct, probability.array, boxes=boxes)
