@@ -184,14 +184,12 @@ def _coarse_spacing(ct: Volume) -> tuple[float, float, float]:
 
 def coarse_grid(ct: Volume) -> tuple[tuple[int, int, int], tuple[float, float, float], np.ndarray, np.ndarray]:
     """(shape zyx, spacing, origin, direction) of the coarse grid :func:`analyse_chest` puts
-    ``ct`` on, without resampling (the rule of :func:`~mediastinal_ai.segmentation.plan.resample`:
-    same direction, the same extent centred)."""
-    sp = np.asarray(_coarse_spacing(ct), float)
-    src = np.asarray(ct.spacing_xyz, float)
-    n_xyz = np.asarray(ct.shape[::-1])
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(n_xyz, src, sp)]
+    ``ct`` on, without resampling (:func:`~mediastinal_ai.segmentation.plan.resampled_grid`)."""
+    from ..segmentation.plan import resampled_grid
+
+    sp = _coarse_spacing(ct)
+    size, origin = resampled_grid(ct, sp)
     d = np.asarray(ct.direction, float).reshape(3, 3)
-    origin = np.asarray(ct.origin_xyz, float) + d @ ((sp - src) / 2)
     return (size[2], size[1], size[0]), tuple(float(x) for x in sp), origin, d  # type: ignore[return-value]
 
 

@@ -90,6 +90,17 @@ def load_config(path_or_name: str | Path = "segmentation_demo") -> dict[str, Any
     return cfg
 
 
+def resampled_grid(vol: Volume, spacing_xyz: tuple[float, float, float]) -> tuple[list[int], np.ndarray]:
+    """Size (x, y, z) and origin of the grid :func:`resample` puts ``vol`` on at ``spacing_xyz``:
+    same direction, the voxel count rounded, the physical extent kept centred (the first voxel
+    centre shifts by half the spacing change). Also what a caller needs to know that grid
+    without resampling (the chest-anatomy step's coarse grid)."""
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(vol.shape[::-1], vol.spacing_xyz, spacing_xyz)]
+    d = np.asarray(vol.direction, float).reshape(3, 3)
+    origin = np.asarray(vol.origin_xyz, float) + d @ ((np.asarray(spacing_xyz, float) - np.asarray(vol.spacing_xyz)) / 2)
+    return size, origin
+
+
 def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: bool = False,
              reference: Volume | None = None, default: float | None = None) -> Volume:
     """Resample onto ``spacing_xyz`` (same origin/direction, covering the same extent), or onto
@@ -101,14 +112,11 @@ def resample(vol: Volume, spacing_xyz: tuple[float, float, float], *, label: boo
     if reference is not None:
         ref = reference.with_array(np.zeros(reference.shape, np.uint8)).to_sitk()
     else:
-        size = [max(1, int(round(n * s / t))) for n, s, t in zip(img.GetSize(), vol.spacing_xyz, spacing_xyz)]
+        size, origin = resampled_grid(vol, spacing_xyz)
         ref = sitk.Image(size, sitk.sitkUInt8)
         ref.SetSpacing(spacing_xyz)
         ref.SetDirection(img.GetDirection())
-        # keep the physical extent centred: first voxel centre shifts by half the spacing change
-        d = np.asarray(img.GetDirection()).reshape(3, 3)
-        shift = d @ ((np.asarray(spacing_xyz) - np.asarray(vol.spacing_xyz)) / 2)
-        ref.SetOrigin(tuple(np.asarray(vol.origin_xyz) + shift))
+        ref.SetOrigin(tuple(origin))
     interp = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
     if default is None:
         default = float(vol.array.min()) if not label else 0.0
