@@ -221,20 +221,23 @@ def _crop_box(canon: Volume, anatomy: ChestAnatomy | None, margin_mm: float) -> 
     return (slice(i0[2], i1[2]), slice(i0[1], i1[1]), slice(i0[0], i1[0]))
 
 
+def _box_origin(vol: Volume, box: tuple[slice, slice, slice]) -> tuple[float, ...]:
+    """LPS position of the first voxel of ``vol[box]``."""
+    return tuple(vol.index_to_lps(np.array([box[2].start, box[1].start, box[0].start], float)))
+
+
 def _sub_volume(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
-    start = np.array([box[2].start, box[1].start, box[0].start], float)
     return Volume(np.ascontiguousarray(vol.array[box]), spacing_xyz=vol.spacing_xyz,
-                  origin_xyz=tuple(vol.index_to_lps(start)), direction=vol.direction, units=vol.units,
+                  origin_xyz=_box_origin(vol, box), direction=vol.direction, units=vol.units,
                   metadata=vol.metadata)
 
 
 def _sub_grid(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
     """The geometry of ``vol[box]`` without its voxels (a zero-cost broadcast array): a resampling
     reference needs the grid only, and copying the CT's box for it cost ~60 MB and a pass."""
-    start = np.array([box[2].start, box[1].start, box[0].start], float)
     shape = tuple(s.stop - s.start for s in box)
     return Volume(np.broadcast_to(np.zeros((), np.uint8), shape), spacing_xyz=vol.spacing_xyz,
-                  origin_xyz=tuple(vol.index_to_lps(start)), direction=vol.direction, units=vol.units)
+                  origin_xyz=_box_origin(vol, box), direction=vol.direction, units=vol.units)
 
 
 def _back_to_ct_grid(arrays: list[np.ndarray], work: Volume, sub: Volume,
