@@ -131,18 +131,30 @@ def _poisson_binomial_tail(p: np.ndarray, k: int) -> float:
 
 
 @pytest.mark.slow
-def test_gradcam_peaks_inside_the_tumor_more_often_than_chance(demo_cnn):
-    """Demo model on 40 held-out synthetic tumors: the Grad-CAM peak falls inside the tumor more
-    often than a peak placed at random in the ROI would (per case, chance = tumor share of the
-    ROI; one-sided Poisson-binomial test, p < 0.05). Also: map on the CT grid, zero outside the
-    ROI of the reported slice, non-trivial."""
+def test_gradcam_is_brighter_on_the_tumor_than_around_it(demo_cnn):
+    """Demo model on 80 held-out synthetic tumors (seeds 96000-96079): Grad-CAM is brighter on the
+    tumor than on the rest of the ROI, and its peak is on the tumor at least as often as a peak
+    placed at random would be. Also: map on the CT grid, zero outside the ROI of the reported slice,
+    non-trivial.
+
+    Why this statistic (fixed on 2026-12-03 before the retrained published-recipe model was evaluated
+    with it; it replaced a peak-only test at 40 cases): with the study's tight rectangular ROI the
+    tumor fills ~75 % of the box, so "peak in tumor" is right by chance three times in four and 40
+    cases cannot tell a localising map from a random one. The per-case difference of mean map value
+    inside vs outside the tumor uses the whole map, not one pixel, and does not depend on the box's
+    tumor share. Required: one-sided Wilcoxon signed-rank p < 0.05 with a positive median
+    difference, over at least 60 cases whose ROI holds background; and the peak rate >= chance."""
+    from scipy.stats import wilcoxon
+
     from mediastinal_ai.cnn import predict_risk
     from mediastinal_ai.synthetic import generate_case
     from mediastinal_ai.taxonomy import WHO_HIGH, WHO_LOW
 
-    hits, chance = [], []
-    for seed in range(96_000, 96_040):
+    hits, chance, diff = [], [], []
+    for seed in range(96_000, 96_080):
         c = generate_case(seed, classes=list(WHO_LOW + WHO_HIGH))
+        if not c.mask.array.any():  # a lesion below half a voxel leaves no mask, so no ROI
+            continue
         res = predict_risk(c.ct, c.mask, demo_cnn)
         assert 0.0 <= res["probability_high_risk"] <= 1.0 and res["group"] in ("low", "high")
         cam_vol = res["gradcam"]
@@ -158,9 +170,16 @@ def test_gradcam_peaks_inside_the_tumor_more_often_than_chance(demo_cnn):
         tumor = c.mask.array[k, y0:y1, x0:x1] > 0
         hits.append(bool(tumor[np.unravel_index(np.argmax(cam), cam.shape)]))
         chance.append(tumor.mean())
-    p = _poisson_binomial_tail(np.asarray(chance), int(np.sum(hits)))
-    print(f"Grad-CAM peak in tumor: {np.mean(hits):.3f} vs chance {np.mean(chance):.3f} (p = {p:.3g})")
-    assert np.mean(hits) > np.mean(chance) and p < 0.05
+        if not tumor.all():
+            diff.append(float(cam[tumor].mean() - cam[~tumor].mean()))
+    p_peak = _poisson_binomial_tail(np.asarray(chance), int(np.sum(hits)))
+    p_in_out = wilcoxon(diff, alternative="greater").pvalue
+    print(f"Grad-CAM: mean inside - outside tumor, median {np.median(diff):.3f} over {len(diff)} cases "
+          f"(Wilcoxon one-sided p = {p_in_out:.3g}); peak in tumor {np.mean(hits):.3f} vs chance "
+          f"{np.mean(chance):.3f} (Poisson-binomial p = {p_peak:.3g}, not required)")
+    assert len(diff) >= 60
+    assert np.median(diff) > 0 and p_in_out < 0.05
+    assert np.mean(hits) >= np.mean(chance)
 
 
 def test_poisson_binomial_tail_by_hand():
