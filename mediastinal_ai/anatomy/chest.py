@@ -53,6 +53,7 @@ CONTRAST_MEDIAN_HU = 110.0  # middle-mediastinum soft-tissue median above this: 
 CORTICAL_HU = 700.0  # on a contrast CT a vertebra must hold cortical bone this dense
 BEHIND_SPINE_MM = 30.0  # mediastinum ends this far behind the vertebral bodies' front (descending aorta beside them)
 ENVELOPE_MARGIN_MM = 12.0
+SPANNING_AIR_HU = -900.0  # an edge-to-edge air region this dark is outside too (lungs read ≈ -850)
 OUTSIDE_AIR_HU = -960.0  # median HU below which an edge-touching air region is outside the body  # detections within this distance of the mediastinum count as inside
 
 # codes of the coarse label map
@@ -242,6 +243,28 @@ def _convex_fill(mask2d: np.ndarray) -> np.ndarray:
     return out
 
 
+def _spanning_labels(labels: np.ndarray) -> set[int]:
+    """Labels of the (z, y, x) label map that reach two opposite in-plane edges of the field of view.
+    An air region that does and reads darker than lung is the air around the patient (under the back and
+    the table; on a small field of view partial volume with blankets and the table lifts it above pure
+    air's HU); a crop cuts one lung on one side only, though both lungs joined at the anterior junction
+    line can span it (they read as lung, ≈ -850 HU)."""
+    def on(edge: np.ndarray) -> set[int]:
+        return set(np.unique(edge[edge > 0]).tolist())
+
+    return ((on(labels[:, :, 0]) & on(labels[:, :, -1])) | (on(labels[:, 0, :]) & on(labels[:, -1, :])))
+
+
+def _grown_down_from(mask: np.ndarray, z0: int, step: int) -> np.ndarray:
+    """``mask`` below slice ``z0`` (z grows cranially), each slice kept only within ``step`` pixels of
+    the kept part of the slice above it."""
+    out = mask.copy()
+    for z in range(min(z0, mask.shape[0] - 1) - 1, -1, -1):
+        out[z] &= ndimage.binary_dilation(out[z + 1], structure=_INPLANE[1], iterations=step) if out[z + 1].any() \
+            else False
+    return out
+
+
 def _largest(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
     lab, n = ndimage.label(mask, structure=structure)
     if n == 0:
@@ -269,8 +292,9 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
         border[:, 0, :] = border[:, -1, :] = border[:, :, 0] = border[:, :, -1] = True
         touching = np.unique(rest[border & (rest > 0)])
         med_hu = ndimage.median(a, rest, touching) if len(touching) else []
+        spans = _spanning_labels(rest)
         for i, m in zip(touching, np.atleast_1d(med_hu)):
-            if m < OUTSIDE_AIR_HU:
+            if m < OUTSIDE_AIR_HU or (i in spans and m < SPANNING_AIR_HU):
                 outside |= rest == i
     body = ndimage.binary_opening(~outside, structure=_INPLANE, iterations=4)  # table, cables, blankets
     body = _largest(body, ndimage.generate_binary_structure(3, 1))
@@ -329,10 +353,19 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
     # (only near the row-filled part: at the apices and the lung bases the hull also spans the neck
     # muscles and the liver dome)
     near = ndimage.binary_dilation(med, structure=_INPLANE, iterations=max(1, int(round(HULL_REACH_MM / sx))))
+    # only what touches the row-filled part: the top of the liver dome is an island inside the right
+    # lung's hull, walled off from the mediastinum by lung
     for z in np.nonzero(thoracic & med.any((1, 2)))[0]:
-        med[z] |= _convex_fill(lung[z]) & near[z]
+        add = _convex_fill(lung[z]) & near[z] & body[z] & ~lung[z] & ~airway[z]
+        parts, n_parts = ndimage.label(add | med[z])
+        med[z] |= np.isin(parts, np.unique(parts[med[z]])) & (parts > 0)
     med &= body & ~lung & ~airway
     med = ndimage.binary_closing(med, structure=np.ones((3, 3, 3), bool)) & body & ~lung
+    # at the lung bases the lungs are crescents around the liver dome, spleen and stomach, and the row
+    # fill spans them; below the largest lung section the mediastinum (the heart narrowing to the
+    # diaphragm) may widen by at most ~45 degrees from the slice above it, so what the crescents
+    # newly enclose is left out
+    med = _grown_down_from(med, int(np.argmax(ra + la)), max(1, int(round(sz / sx))))
     med = ndimage.binary_opening(med, structure=_INPLANE)
     # the vertebral body: the most posterior bone component crossing the midline band in the back
     # half of the slice (enhanced blood — left atrium, aorta — is bright too, but lies in front of
