@@ -251,7 +251,6 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     ``units`` overrides the units stored in the file; ``None`` keeps the stored ones ("" when
     the file says nothing). The stored units always stay in ``metadata["units"]``.
     """
-    import SimpleITK as sitk
 
     p = Path(path)
     check_path_name(p)
@@ -266,8 +265,53 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     if p.stat().st_size == 0:
         raise InputError("empty file (0 bytes)", p)
     name = p.name.lower()
+    voxel_check = None
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(p)  # ITK reads a truncated NIfTI silently, filling the rest with zeros
+        # ITK reads a truncated NIfTI silently, filling the rest with zeros: the header is checked now,
+        # the voxel stream (one more decompression of a .nii.gz) beside ITK's own read, on another core
+        header = _checked_nifti_header(p)
+        voxel_check = _Beside(_check_nifti_voxels, p, header)
+    try:
+        img, keys = _read_with_itk(p, name)
+    except InputError:
+        if voxel_check is not None:
+            voxel_check.result()  # a truncated or corrupt file says so rather than with ITK's reason
+        raise
+    if voxel_check is not None:
+        voxel_check.result()
+    meta: dict = {"format": _format_name(p)}
+    if META_KEY in keys:
+        try:
+            stored = json.loads(keys[META_KEY])
+            if isinstance(stored, dict):
+                stored.pop("written_by", None)  # describes that file, not the volume: not carried on
+                meta.update(stored)
+        except json.JSONDecodeError:
+            log.warning("%s: unreadable %s header field ignored", p, META_KEY)
+    descrip = keys.get("descrip", "") + " " + keys.get("ITK_FileNotes", "")
+    if "SYNTHETIC" in descrip.upper():
+        meta["synthetic"] = True
+    m = re.search(NOTES_PREFIX + r" units=(\S+)", descrip)
+    if m and "units" not in meta and m.group(1) != "-":
+        meta["units"] = m.group(1)
+    meta["source"] = str(p)
+    meta["format"] = _format_name(p)
+    try:
+        vol = Volume.from_sitk(img, units=meta.get("units", "") if units is None else units, metadata=meta)
+    except ValueError as e:
+        raise InputError(str(e), p) from e
+    if max(vol.spacing_xyz) > MAX_SPACING_MM or min(vol.spacing_xyz) < 0.01:
+        raise InputError(f"implausible voxel spacing {vol.spacing_xyz} mm", p)
+    d = vol.direction
+    if not np.allclose(d.T @ d, np.eye(3), atol=1e-3):
+        raise InputError("direction matrix is not orthonormal (sheared image)", p)
+    return vol
+
+
+def _read_with_itk(p: Path, name: str):
+    """SimpleITK image and header keys of ``p``; every failure as an InputError naming the file."""
+    import SimpleITK as sitk
+
     text_header = _text_header_geometry(p) if name.endswith((".mha", ".mhd", ".nrrd", ".nhdr")) else None
     try:
         with native_messages_to_log(p):
@@ -297,33 +341,7 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
         img = img[:, :, :, 0]
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("multi-component (RGB or vector) image; a scalar 3D image is needed", p)
-    meta: dict = {"format": _format_name(p)}
-    if META_KEY in keys:
-        try:
-            stored = json.loads(keys[META_KEY])
-            if isinstance(stored, dict):
-                stored.pop("written_by", None)  # describes that file, not the volume: not carried on
-                meta.update(stored)
-        except json.JSONDecodeError:
-            log.warning("%s: unreadable %s header field ignored", p, META_KEY)
-    descrip = keys.get("descrip", "") + " " + keys.get("ITK_FileNotes", "")
-    if "SYNTHETIC" in descrip.upper():
-        meta["synthetic"] = True
-    m = re.search(NOTES_PREFIX + r" units=(\S+)", descrip)
-    if m and "units" not in meta and m.group(1) != "-":
-        meta["units"] = m.group(1)
-    meta["source"] = str(p)
-    meta["format"] = _format_name(p)
-    try:
-        vol = Volume.from_sitk(img, units=meta.get("units", "") if units is None else units, metadata=meta)
-    except ValueError as e:
-        raise InputError(str(e), p) from e
-    if max(vol.spacing_xyz) > MAX_SPACING_MM or min(vol.spacing_xyz) < 0.01:
-        raise InputError(f"implausible voxel spacing {vol.spacing_xyz} mm", p)
-    d = vol.direction
-    if not np.allclose(d.T @ d, np.eye(3), atol=1e-3):
-        raise InputError("direction matrix is not orthonormal (sheared image)", p)
-    return vol
+    return img, keys
 
 
 def _format_name(p: Path) -> str:
@@ -465,35 +483,83 @@ def _check_nifti_geometry(f: dict, p: Path) -> None:
                                  "wrote it", p)
 
 
+class _Beside:
+    """``fn(*args)`` in a thread of its own, beside a native read (zlib and ITK release the GIL);
+    ``result()`` joins it and re-raises its error. A new thread per call, not a pool: a pool's
+    worker does not survive a fork, and batch and training workers are forked."""
+
+    def __init__(self, fn, *args) -> None:
+        import threading
+
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as e:  # handed to the caller in result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="mediastinal-ai-io-check", daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def _check_nifti_complete(p: Path) -> None:
-    """Refuse a truncated .nii/.nii.gz, a lying header, an oversized one and NaN/inf voxels.
+    """Refuse a truncated .nii/.nii.gz, a lying header, an oversized one and NaN/inf voxels."""
+    _check_nifti_voxels(p, _checked_nifti_header(p))
+
+
+def _nifti_errors(p: Path):
+    """Read errors of a .nii/.nii.gz as InputErrors naming the file."""
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except InputError:
+            raise
+        except PermissionError as e:
+            raise InputError("permission denied: the file cannot be read by this user", p) from e
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputError(f"corrupt or truncated gzip file ({e})", p) from e
+
+    return guard()
+
+
+def _open_nifti(p: Path):
+    return (gzip.open if p.name.lower().endswith(".gz") else open)(p, "rb")
+
+
+def _checked_nifti_header(p: Path) -> dict:
+    """The header's fields once size, geometry and scaling are checked (before anything is allocated)."""
+    with _nifti_errors(p), _open_nifti(p) as fh:
+        h = _nifti_fields(fh.read(348), p)
+        _check_nifti_geometry(h, p)
+    return h
+
+
+def _check_nifti_voxels(p: Path, h: dict) -> None:
+    """Refuse a voxel stream shorter than the header announces, or holding NaN/inf.
 
     The voxel bytes are streamed (never more than 4 MB in memory) and reading stops once the
     header's size is reached, so a gzip bomb costs no more than the declared image.
     """
-    try:
-        opener = gzip.open if p.name.lower().endswith(".gz") else open
-        with opener(p, "rb") as fh:
-            h = _nifti_fields(fh.read(348), p)
-            _check_nifti_geometry(h, p)
-            offset, nbytes = int(h["vox_offset"]), h["nbytes"]
-            fh.seek(offset)
-            ftype = _NIFTI_FLOAT_TYPES.get(h["datatype"])
-            dt = np.dtype(h["endian"] + ftype) if ftype else None
-            total, bad, carry = 0, 0, b""
-            while total < nbytes and (block := fh.read(min(1 << 22, nbytes - total))):
-                total += len(block)
-                if dt is not None:
-                    buf = carry + block
-                    cut = len(buf) - len(buf) % dt.itemsize
-                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(buf[:cut], dtype=dt))))
-                    carry = buf[cut:]
-    except InputError:
-        raise
-    except PermissionError as e:
-        raise InputError("permission denied: the file cannot be read by this user", p) from e
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"corrupt or truncated gzip file ({e})", p) from e
+    offset, nbytes = int(h["vox_offset"]), h["nbytes"]
+    ftype = _NIFTI_FLOAT_TYPES.get(h["datatype"])
+    dt = np.dtype(h["endian"] + ftype) if ftype else None
+    total, bad, carry = 0, 0, b""
+    with _nifti_errors(p), _open_nifti(p) as fh:
+        fh.seek(offset)
+        while total < nbytes and (block := fh.read(min(1 << 22, nbytes - total))):
+            total += len(block)
+            if dt is not None:
+                buf = carry + block
+                cut = len(buf) - len(buf) % dt.itemsize
+                bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(buf[:cut], dtype=dt))))
+                carry = buf[cut:]
     if total < nbytes:
         raise InputError(f"truncated NIfTI: {offset + total} bytes of the {offset + nbytes} the header announces", p)
     if bad:
