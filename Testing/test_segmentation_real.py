@@ -291,6 +291,26 @@ def test_insertion_refuses_a_ct_without_a_mediastinum(real_ct_dir):
         insert_lesion(read_ct(real_ct_dir / "abdomen_ct_dicom_series"), seed=1)
 
 
+def test_insert_cohort_skips_a_background_that_cannot_take_a_lesion(real_ct_dir, tmp_path):
+    """A 27 mm slab among the backgrounds is skipped with its reason; the other background's cases are
+    all there, nothing of the skipped one is left on disk, and the tags of the rest do not move."""
+    from mediastinal_ai.cohort import read_manifest
+    from mediastinal_ai.errors import InputError
+    from mediastinal_ai.synthetic.insertion import insert_cohort
+
+    slab = real_ct_dir / "lidc-contrast-slabs" / "LIDC-IDRI-0003"
+    if not slab.is_dir():
+        pytest.skip(f"{slab} not found (see the real-ct README)")
+    out = tmp_path / "c"
+    m = insert_cohort([slab, real_ct_dir / "mediastinum_crop_ct.nii.gz"], 1, out, seed=4)
+    ids = [c.case_id for c in read_manifest(m)]
+    assert ids == ["bg01_negative", "bg01_ins000"]
+    assert not list((out / "images").glob("bg00_*"))
+    assert "Skipped background" in (out / "README.txt").read_text() and "27 mm" in (out / "README.txt").read_text()
+    with pytest.raises(InputError, match="no background could take a lesion"):
+        insert_cohort([slab], 1, tmp_path / "d", seed=4)
+
+
 def test_synth_cli_with_background_writes_cases_negatives_and_manifest(real_ct_dir, tmp_path):
     from mediastinal_ai import cli
     from mediastinal_ai.cohort import read_manifest

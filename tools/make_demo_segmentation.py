@@ -36,6 +36,7 @@ REPRO = "python tools/make_demo_segmentation.py --work /tmp/segdemo --install"
 # real backgrounds under --real-ct (read in place; never copied into the project)
 TRAIN_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0001_s1", "lung-pet-ct-dx/Lung_Dx-A0001_s2",
                      "lidc-contrast-slabs/LIDC-IDRI-0001", "aorta-cta-crop/ct.nii.gz", "mediastinum_crop_ct.nii.gz"]
+# (LIDC-IDRI-0003 is not one: both lungs over only 27 mm, too little chest to place a lesion — insertion refuses it)
 TEST_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0002_s3", "lung-pet-ct-dx/Lung_Dx-A0002_s4"]  # patient A0002: held out
 INSERTIONS_PER_BACKGROUND = {"train": 12, "test": 4}
 

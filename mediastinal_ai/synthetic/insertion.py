@@ -29,6 +29,7 @@ Everything written is labelled SYNTHETIC-ON-REAL: the anatomy is a patient's, th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..volume import Volume
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_ON_REAL = "SYNTHETIC-ON-REAL - synthetic lesion in a real CT, not a patient's tumor"
 DIAMETER_RANGE_MM = (20.0, 80.0)
@@ -233,13 +236,43 @@ def la_at(anat: Any, canon: Volume, box: tuple[slice, slice, slice]) -> np.ndarr
     return anat.codes_at(canon.index_to_lps(ijk)).reshape(z.shape)
 
 
+def _insert_into_background(bpath: str | Path, tag: str, b_i: int, n: int, out: Path, *, seed: int,
+                            classes: list[str] | None, negatives: bool, split: str | None) -> list[dict]:
+    """The manifest rows (and files) of one background: its insertions, then the CT itself as a
+    hard negative; the first insertion fails before anything is written if the CT cannot take one."""
+    from ..io import read_ct, write_image
+
+    bg = read_ct(bpath)
+    rows = []
+    for j in range(n):
+        s = seed + 1000 * b_i + j
+        case = insert_lesion(bg, s, classes=classes)
+        cid = f"{tag}_ins{j:03d}"
+        for key, vol in (("ct", case.ct), ("mask", case.mask)):
+            write_image(vol, out / f"images/{cid}_{key}.nii.gz")
+        m = case.metadata
+        rows.append({"case_id": cid, "ct": f"images/{cid}_ct.nii.gz", "mask": f"images/{cid}_mask.nii.gz",
+                     "lesion_class": case.lesion_class, "malignant": m["malignant"], "who_risk": m["who_risk"],
+                     "lesion_site": "anterior", "synthetic": "true", "synthetic_kind": "synthetic-on-real",
+                     "background": str(bpath), "seed": s, "diameter_mm": m["diameter_mm"],
+                     "volume_ml": m["volume_ml"], **({"split": split} if split else {})})
+    if negatives:
+        ct_name = f"images/{tag}_negative_ct.nii.gz"
+        write_image(bg, out / ct_name)
+        empty = bg.with_array(np.zeros(bg.shape, np.uint8), units="label")
+        write_image(empty, out / f"images/{tag}_negative_mask.nii.gz")
+        rows.insert(0, {"case_id": f"{tag}_negative", "ct": ct_name, "mask": f"images/{tag}_negative_mask.nii.gz",
+                        "synthetic": "true", "synthetic_kind": "real-negative", "background": str(bpath),
+                        **({"split": split} if split else {})})
+    return rows
+
+
 def insert_cohort(backgrounds: list[str | Path], n_per_background: int, out_dir: str | Path, *, seed: int = 0,
                   classes: list[str] | None = None, negatives: bool = True, split: str | None = None,
                   progress: Any = None) -> Path:
     """``n_per_background`` inserted cases per real CT (+ the CT itself as a hard negative) → images
     and a manifest (``synthetic=true``, ``synthetic_kind`` = synthetic-on-real / real-negative)."""
     from ..fileio import atomic_write_text
-    from ..io import read_ct, write_image
     from ..progress import report
     from .cohort import write_manifest
 
@@ -248,35 +281,27 @@ def insert_cohort(backgrounds: list[str | Path], n_per_background: int, out_dir:
     rows = []
     total = max(1, len(backgrounds) * (n_per_background + int(negatives)))
     k = 0
+    skipped: list[str] = []
     for b_i, bpath in enumerate(backgrounds):
-        bg = read_ct(bpath)
         tag = f"bg{b_i:02d}"
-        if negatives:
-            ct_name = f"images/{tag}_negative_ct.nii.gz"
-            write_image(bg, out / ct_name)
-            empty = bg.with_array(np.zeros(bg.shape, np.uint8), units="label")
-            write_image(empty, out / f"images/{tag}_negative_mask.nii.gz")
-            rows.append({"case_id": f"{tag}_negative", "ct": ct_name, "mask": f"images/{tag}_negative_mask.nii.gz",
-                         "synthetic": "true", "synthetic_kind": "real-negative", "background": str(bpath),
-                         **({"split": split} if split else {})})
-            k += 1
-        for j in range(n_per_background):
-            s = seed + 1000 * b_i + j
-            case = insert_lesion(bg, s, classes=classes)
-            cid = f"{tag}_ins{j:03d}"
-            for key, vol in (("ct", case.ct), ("mask", case.mask)):
-                write_image(vol, out / f"images/{cid}_{key}.nii.gz")
-            m = case.metadata
-            rows.append({"case_id": cid, "ct": f"images/{cid}_ct.nii.gz", "mask": f"images/{cid}_mask.nii.gz",
-                         "lesion_class": case.lesion_class, "malignant": m["malignant"], "who_risk": m["who_risk"],
-                         "lesion_site": "anterior", "synthetic": "true", "synthetic_kind": "synthetic-on-real",
-                         "background": str(bpath), "seed": s, "diameter_mm": m["diameter_mm"],
-                         "volume_ml": m["volume_ml"], **({"split": split} if split else {})})
-            k += 1
-            report(progress, k / total, f"{cid}: {case.lesion_class}, {m['volume_ml']} ml")
+        try:  # a background that cannot take a lesion (not a chest CT, a thin slab) is skipped, not the cohort
+            made = _insert_into_background(bpath, tag, b_i, n_per_background, out, seed=seed, classes=classes,
+                                           negatives=negatives, split=split)
+        except InputError as e:
+            for f in (out / "images").glob(f"{tag}_*"):
+                f.unlink()
+            skipped.append(f"{bpath}: {e}")
+            log.warning("background skipped: %s", e)
+            made = []
+        rows += made
+        k += n_per_background + int(negatives)
+        report(progress, k / total, f"{tag}: {len(made)} case(s)" + ("" if made else " (skipped)"))
+    if not rows:
+        raise InputError("no background could take a lesion: " + "; ".join(skipped), out)
     manifest = write_manifest(out / "manifest.csv", rows)
     atomic_write_text(out / "README.txt", f"{SYNTHETIC_ON_REAL}\nEach *_ins* case is a real CT (path in the "
                       "manifest's 'background' column) with one synthetic lesion inserted by "
                       "mediastinal_ai.synthetic.insertion; *_negative cases are the real CTs unchanged (no "
-                      "anterior mediastinal tumor annotated). The lesions are not patients' tumors.\n")
+                      "anterior mediastinal tumor annotated). The lesions are not patients' tumors.\n"
+                      + "".join(f"Skipped background: {x}\n" for x in skipped))
     return manifest
