@@ -71,19 +71,31 @@ def test_cnn_recipe_defaults_are_published_and_deviations_labelled():
     ct, mask = _case()
     rois = training_rois(ct, mask, {**r, "size": 16}, train=True)
     assert len(rois) == 2 and rois[1].slice_index == 2  # +1 mm on 5 mm CT rounds to the same slice
-    # the shipped demo card (older recipe) is read as it was written: square box, no window, index +1
-    import json
-    from pathlib import Path
-
-    import mediastinal_ai
-
-    card = json.loads((Path(mediastinal_ai.__file__).parent / "models/builtin/demo-risk-cnn/demo-risk-cnn.model.json")
-                      .read_text())
-    old = card["preprocessing"]["roi"]
+    # a card written before issue 14 (demo-risk-cnn 0.1.0) has no box/window/adjacent keys: it is read as it
+    # was written — square box, no window, next slice index — so its old model repeats its own recipe
+    old = {"margin_mm": 2.0, "size": 224, "normalize": "zscore", "window": None, "slice": "largest tumor area",
+           "train_offsets": [0, 1]}
     assert len(recipe_deviations(old)) >= 3
     a = training_rois(ct, mask, {**old, "size": 16}, train=True)
     b = extract_roi(ct, mask, margin_mm=float(old["margin_mm"]), size=16, offsets=(0, 1))
     assert [x.slice_index for x in a] == [2, 3] and all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+
+
+def test_shipped_demo_cnn_uses_the_published_recipe_and_says_what_still_differs():
+    import json
+    from pathlib import Path
+
+    import mediastinal_ai
+    from mediastinal_ai.cnn.model import recipe_deviations
+
+    card = json.loads((Path(mediastinal_ai.__file__).parent / "models/builtin/demo-risk-cnn/demo-risk-cnn.model.json")
+                      .read_text())
+    roi = card["preprocessing"]["roi"]
+    assert recipe_deviations(roi) == [] and roi["window"] == [400.0, 40.0] and roi["box"] == "rect"
+    assert card["version"] == "0.2.0" and set(card["changelog"]) == {"0.1.0", "0.2.0"}
+    devs = card["extra"]["deviations_from_published"]
+    assert any("synthetic" in d for d in devs) and any("backbone" in d for d in devs)
+    assert card["demo"] and 0.5 < card["metrics"]["test_auc"] <= 1.0
 
 
 def test_poor_validation_auc_is_flagged():
