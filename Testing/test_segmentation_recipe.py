@@ -162,3 +162,26 @@ def test_training_patches_get_the_intensity_augmentation_only_with_a_plan():
     assert m.shape == (8, 32, 32)
     with pytest.raises(ValueError, match="plan"):
         random_patch(case, (8, 32, 32), np.random.default_rng(3), 1.0, intensity=aug)
+
+
+def test_batch_dice_is_one_dice_over_the_batch_and_per_patch_dice_punishes_empty_patches():
+    """Why the demo trains with batch Dice: on a batch of one tumour patch predicted right and one
+    background patch with a few false-positive voxels, per-patch Dice calls the background patch
+    almost a total failure; batch Dice counts only the false positives it adds."""
+    from mediastinal_ai.segmentation.train import dice_loss
+
+    t = torch.zeros(2, 1, 4, 8, 8)
+    t[0, :, 1:3, 2:6, 2:6] = 1  # 32 tumour voxels in patch 0, none in patch 1
+    logit = torch.where(t > 0, torch.tensor(20.0), torch.tensor(-20.0))
+    logit[1, 0, 0, 0, :4] = 20.0  # 4 false-positive voxels in the background patch
+    p = torch.sigmoid(logit)
+    per = dice_loss(logit, t)
+    batch = dice_loss(logit, t, mode="batch")
+    inter, total = float((p * t).sum()), float(p.sum() + t.sum())
+    assert float(batch) == pytest.approx(1 - (2 * inter + 1) / (total + 1), abs=1e-6)
+    per_by_hand = np.mean([1 - (2 * float((p[i] * t[i]).sum()) + 1) / (float(p[i].sum() + t[i].sum()) + 1)
+                           for i in range(2)])
+    assert float(per) == pytest.approx(per_by_hand, abs=1e-6)
+    assert float(per) > 0.35 and float(batch) < 0.07  # 4 stray voxels: ~0.4 per patch, ~0.06 over the batch
+    with pytest.raises(ValueError, match="Dice mode"):
+        dice_loss(logit, t, mode="mean")

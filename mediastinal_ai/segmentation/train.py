@@ -147,11 +147,20 @@ def random_patch(case: PreparedCase, patch: tuple[int, int, int], rng: np.random
     return np.ascontiguousarray(pi, dtype=np.float32), (np.ascontiguousarray(pm) > 0).astype(np.float32)
 
 
-def dice_loss(logits: Any, target: Any, eps: float = 1.0) -> Any:
+DICE_MODES = ("per_patch", "batch")
+
+
+def dice_loss(logits: Any, target: Any, eps: float = 1.0, mode: str = "per_patch") -> Any:
+    """Soft Dice loss. ``per_patch``: each patch's Dice, averaged — a patch without tumour scores
+    1 - eps / (sum p + eps), so every background patch pulls the whole output towards zero;
+    ``batch`` (nnU-Net's batch Dice): one Dice over every voxel of the batch, in which background
+    patches count only through the false positives they add."""
     import torch
 
+    if mode not in DICE_MODES:
+        raise ValueError(f"unknown Dice mode {mode!r}; expected one of {DICE_MODES}")
     p = torch.sigmoid(logits)
-    dims = tuple(range(1, p.ndim))
+    dims = tuple(range(0 if mode == "batch" else 1, p.ndim))
     inter = (p * target).sum(dims)
     return (1 - (2 * inter + eps) / (p.sum(dims) + target.sum(dims) + eps)).mean()
 
@@ -229,6 +238,9 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
         log.info("resumed at epoch %d (best val Dice %.3f)", start_epoch, best)
     weights = out / f"{name}.safetensors"
     intensity_aug = IntensityAugmentation.from_config(tcfg.get("intensity_augmentation"))
+    dice_mode = str(tcfg.get("dice", "per_patch"))
+    if dice_mode not in DICE_MODES:
+        raise InputError(f"training.dice is {dice_mode!r}; expected one of {', '.join(DICE_MODES)}")
     fg_share = batch_foreground(bs, float(tcfg.get("foreground_fraction", 0.67)),
                                 bool(tcfg.get("balanced_batches", False)))
     t0 = time.perf_counter()
@@ -246,7 +258,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             y = torch.from_numpy(np.stack([b[1] for b in batch])[:, None]).to(dev)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=dev.startswith("cuda")):
-                loss = dice_loss(net(x).float(), y)
+                loss = dice_loss(net(x).float(), y, mode=dice_mode)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
