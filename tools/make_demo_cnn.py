@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -59,23 +60,16 @@ def _make(args: tuple[int, dict]):
     return [(s.image.astype(np.float16), int(c.who_risk == "high"), c.case_id, split) for s in ss]
 
 
-def finish_card(out: Path, recipe: dict, seconds: float, legacy: bool) -> None:
-    """Version, changelog and the full list of deviations from the study go into the card the run wrote,
-    so that a rerun of this tool reproduces the shipped card, not only its weights."""
-    from mediastinal_ai.models import resolve, write_card_for
-    from mediastinal_ai.models.card import PROJECT_LICENSE, SYNTHETIC_DATA_LICENSE
-
-    r = resolve(out / "demo-risk-cnn.model.json")
-    card = r.card
-    card.training_data["synthetic"] = True  # made by mediastinal_ai.synthetic, in memory: no manifest to say so
-    card.license, card.data_license = PROJECT_LICENSE, SYNTHETIC_DATA_LICENSE
+def finish_card(card, recipe: dict, seconds: float, legacy: bool) -> None:
+    """Version, changelog and the full list of deviations from the study go into the run's card
+    (before it is written), so that a rerun of this tool reproduces the shipped card, not only its
+    weights. Licences follow from ``demo`` + ``training_data.synthetic`` (``complete_card``)."""
     card.version = "0.1.0" if legacy else VERSION
     card.changelog = {k: v for k, v in CHANGELOG.items() if k <= card.version}
     card.extra["deviations_from_published"] = list(recipe.get("deviations") or []) + TRAINING_DEVIATIONS
     card.extra["training_note"] = (f"trained in {seconds:.0f} s on {os.cpu_count()} CPU core(s); seeds fixed, "
                                    "so the command reproduces the recipe")
     card.extra.pop("deviations_note", None)
-    write_card_for(r.weights_path, card)
 
 
 def main() -> None:
@@ -99,8 +93,6 @@ def main() -> None:
         recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size, window=None, box="square", adjacent_mm=None)
     else:
         recipe = roi_recipe(BACKBONE, margin_mm=a.margin, size=a.size)
-    import time
-
     t0 = time.perf_counter()
     with Pool(a.workers) as pool:
         parts = pool.map(_make, [(SEED0 + i, recipe) for i in range(a.cases)])
@@ -132,8 +124,8 @@ def main() -> None:
                          "test_cases": int(te.sum()), "test_threshold_metrics": json.loads(json.dumps(tm, default=float)),
                          "note": "held-out synthetic cases; says nothing about patients"})
     card.extra["reproduce"] = repro
+    finish_card(card, recipe, time.perf_counter() - t0, a.legacy_recipe)
     write_card_for(out / "demo-risk-cnn.safetensors", card)
-    finish_card(out, recipe, time.perf_counter() - t0, a.legacy_recipe)
     print(json.dumps({"best_val_auc": s["best_val_auc"], "test_auc": auc.auc, "ci": [auc.ci_low, auc.ci_high],
                       "threshold": thr}, default=float))
     if a.install:

@@ -357,7 +357,7 @@ def analyse_chest(ct: Volume) -> ChestAnatomy:
     # lung's hull, walled off from the mediastinum by lung
     for z in np.nonzero(thoracic & med.any((1, 2)))[0]:
         add = _convex_fill(lung[z]) & near[z] & body[z] & ~lung[z] & ~airway[z]
-        parts, n_parts = ndimage.label(add | med[z])
+        parts, _ = ndimage.label(add | med[z])
         med[z] |= np.isin(parts, np.unique(parts[med[z]])) & (parts > 0)
     med &= body & ~lung & ~airway
     med = ndimage.binary_closing(med, structure=np.ones((3, 3, 3), bool)) & body & ~lung

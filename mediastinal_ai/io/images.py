@@ -251,7 +251,6 @@ def read_image_file(path: str | Path, units: str | None = None) -> Volume:
     ``units`` overrides the units stored in the file; ``None`` keeps the stored ones ("" when
     the file says nothing). The stored units always stay in ``metadata["units"]``.
     """
-
     p = Path(path)
     check_path_name(p)
     if not p.exists():
@@ -513,20 +512,17 @@ def _check_nifti_complete(p: Path) -> None:
     _check_nifti_voxels(p, _checked_nifti_header(p))
 
 
+@contextlib.contextmanager
 def _nifti_errors(p: Path):
     """Read errors of a .nii/.nii.gz as InputErrors naming the file."""
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield
-        except InputError:
-            raise
-        except PermissionError as e:
-            raise InputError("permission denied: the file cannot be read by this user", p) from e
-        except (OSError, EOFError, zlib.error) as e:
-            raise InputError(f"corrupt or truncated gzip file ({e})", p) from e
-
-    return guard()
+    try:
+        yield
+    except InputError:
+        raise
+    except PermissionError as e:
+        raise InputError("permission denied: the file cannot be read by this user", p) from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"corrupt or truncated gzip file ({e})", p) from e
 
 
 def _open_nifti(p: Path):
