@@ -185,3 +185,44 @@ def test_batch_dice_is_one_dice_over_the_batch_and_per_patch_dice_punishes_empty
     assert float(per) > 0.35 and float(batch) < 0.07  # 4 stray voxels: ~0.4 per patch, ~0.06 over the batch
     with pytest.raises(ValueError, match="Dice mode"):
         dice_loss(logit, t, mode="mean")
+
+
+def test_dice_ce_adds_binary_cross_entropy_and_keeps_teaching_on_empty_patches():
+    """Why ``training.loss: dice_ce``: on a batch with no tumour at all, batch Dice is already
+    at its floor for a faint false-positive haze (its gradient per voxel is tiny), while
+    cross-entropy still pushes every voxel of it down; the sum is Dice + BCE exactly."""
+    from mediastinal_ai.segmentation.train import dice_loss, segmentation_loss
+
+    t = torch.zeros(2, 1, 4, 8, 8)
+    t[0, :, 1:3, 2:6, 2:6] = 1
+    logit = torch.full_like(t, -2.0)
+    logit[t > 0] = 3.0
+    both = segmentation_loss(logit, t, "dice_ce", "batch")
+    bce = float(torch.nn.functional.binary_cross_entropy_with_logits(logit, t))
+    p = torch.sigmoid(logit)
+    bce_by_hand = float(-(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean())
+    assert bce == pytest.approx(bce_by_hand, rel=1e-5)
+    assert float(both) == pytest.approx(float(dice_loss(logit, t, mode="batch")) + bce, abs=1e-6)
+    assert float(segmentation_loss(logit, t, "dice", "batch")) == pytest.approx(
+        float(dice_loss(logit, t, mode="batch")), abs=1e-7)
+    # a tumour-free batch with a faint haze: Dice's gradient per voxel is far below cross-entropy's
+    empty = torch.zeros(2, 1, 4, 8, 8)
+    haze = torch.full_like(empty, -2.0, requires_grad=True)
+    segmentation_loss(haze, empty, "dice", "batch").backward()
+    g_dice = float(haze.grad.abs().mean())
+    haze.grad = None
+    segmentation_loss(haze, empty, "dice_ce", "batch").backward()
+    g_both = float(haze.grad.abs().mean())
+    assert g_both > 5 * g_dice
+    with pytest.raises(ValueError, match="unknown loss"):
+        segmentation_loss(logit, t, "focal")
+
+
+def test_training_refuses_an_unknown_loss_by_name(tmp_path):
+    from mediastinal_ai.segmentation.train import train
+
+    cfg = {"plan": {"target_spacing_xyz": [4.0, 4.0, 4.0], "patch_size_zyx": [8, 16, 16],
+                    "features": [2, 4, 8, 16]},
+           "training": {"loss": "focal"}}
+    with pytest.raises(InputError, match="training.loss"):
+        train("unused.csv", tmp_path, cfg, prepared={"train": [], "val": []}, device="cpu")

@@ -6,8 +6,9 @@
 1. a synthetic cohort (``generate_cohort(48, seed=1000)``; stratified train/val/test split),
 2. with ``--real-ct``: SYNTHETIC-ON-REAL cases — synthetic lesions inserted into the prevascular
    space of real chest CTs (:mod:`mediastinal_ai.synthetic.insertion`) — and the same real CTs
-   unchanged as hard negatives. Patient A0002 of Lung-PET-CT-Dx is kept out of training and
-   validation entirely: its two series are the held-out real-background test,
+   unchanged as hard negatives. One of the two full-chest Lung-PET-CT-Dx patients (``--held-out``, A0001
+   by default; A0002 up to 2026-12-03) is kept out of training and validation entirely: its two
+   series are the held-out real-background test,
 3. ``train`` with ``mediastinal_ai/configs/segmentation_demo.yaml`` (canonical orientation,
    mediastinal crop, left-right mirroring; ``--init`` fine-tunes an earlier model of the same plan),
    best validation-Dice checkpoint,
@@ -34,14 +35,29 @@ COHORT = {"n_cases": 48, "seed": 1000}
 COHORT_NON_CONTRAST = {"n_cases": 32, "seed": 3000, "contrast_phase": "non_contrast"}
 REPRO = "python tools/make_demo_segmentation.py --work /tmp/segdemo --install"
 # real backgrounds under --real-ct (read in place; never copied into the project)
-TRAIN_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0001_s1", "lung-pet-ct-dx/Lung_Dx-A0001_s2",
-                     "lidc-contrast-slabs/LIDC-IDRI-0001", "aorta-cta-crop/ct.nii.gz", "mediastinum_crop_ct.nii.gz"]
+PATIENTS = {"A0001": ["lung-pet-ct-dx/Lung_Dx-A0001_s1", "lung-pet-ct-dx/Lung_Dx-A0001_s2"],
+            "A0002": ["lung-pet-ct-dx/Lung_Dx-A0002_s3", "lung-pet-ct-dx/Lung_Dx-A0002_s4"]}
+# partial-chest backgrounds, always in training
 # (LIDC-IDRI-0003 is not one: both lungs over only 27 mm, too little chest to place a lesion — insertion refuses it)
-TEST_BACKGROUNDS = ["lung-pet-ct-dx/Lung_Dx-A0002_s3", "lung-pet-ct-dx/Lung_Dx-A0002_s4"]  # patient A0002: held out
+OTHER_BACKGROUNDS = ["lidc-contrast-slabs/LIDC-IDRI-0001", "aorta-cta-crop/ct.nii.gz", "mediastinum_crop_ct.nii.gz"]
+# The only two full-chest patients: one trains, the other is the held-out test (``--held-out``). Models up to
+# 2026-12-03 held out A0002; once a test set has been looked at for several models, the next candidate is judged
+# on the other patient (benchmarks/README.md, issue 12).
+DEFAULT_HELD_OUT = "A0001"
+
+
+def backgrounds(held_out: str) -> tuple[list[str], list[str]]:
+    """(training backgrounds, held-out test backgrounds) for the held-out patient."""
+    if held_out not in PATIENTS:
+        raise SystemExit(f"--held-out must be one of {', '.join(PATIENTS)}")
+    train = [b for p, bs in PATIENTS.items() if p != held_out for b in bs] + OTHER_BACKGROUNDS
+    return train, PATIENTS[held_out]
+
+
 INSERTIONS_PER_BACKGROUND = {"train": 12, "test": 4}
 
 
-def build_real_cohorts(real_root: Path, work: Path) -> tuple[Path, Path]:
+def build_real_cohorts(real_root: Path, work: Path, held_out: str = DEFAULT_HELD_OUT) -> tuple[Path, Path]:
     """Training (train/val split) and held-out test manifests of SYNTHETIC-ON-REAL cases."""
     import csv
 
@@ -49,23 +65,24 @@ def build_real_cohorts(real_root: Path, work: Path) -> tuple[Path, Path]:
     from mediastinal_ai.progress import log_progress
     from mediastinal_ai.synthetic.insertion import insert_cohort
 
-    train_m = work / "on_real_train" / "manifest.csv"
+    train_bg, test_bg = backgrounds(held_out)
+    train_m = work / f"on_real_train_{held_out}_out" / "manifest.csv"
     if not train_m.is_file():
-        insert_cohort([real_root / b for b in TRAIN_BACKGROUNDS], INSERTIONS_PER_BACKGROUND["train"],
-                      work / "on_real_train", seed=5000, progress=log_progress)
+        insert_cohort([real_root / b for b in train_bg], INSERTIONS_PER_BACKGROUND["train"],
+                      train_m.parent, seed=5000, progress=log_progress)
         with open(train_m, encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         for r in rows:  # the first insertion of each background validates; the rest (and negatives) train
             r["split"] = "val" if r["case_id"].endswith("_ins000") or r["case_id"] == "bg01_negative" else "train"
         write_manifest(train_m, rows)
-    test_m = work / "on_real_test" / "manifest.csv"
+    test_m = work / f"on_real_test_{held_out}" / "manifest.csv"
     if not test_m.is_file():
-        insert_cohort([real_root / b for b in TEST_BACKGROUNDS], INSERTIONS_PER_BACKGROUND["test"],
-                      work / "on_real_test", seed=9000, split="test", progress=log_progress)
+        insert_cohort([real_root / b for b in test_bg], INSERTIONS_PER_BACKGROUND["test"],
+                      test_m.parent, seed=9000, split="test", progress=log_progress)
     return train_m, test_m
 
 
-def evaluate_real(manifest: Path, weights_dir: Path, device: str = "auto") -> dict:
+def evaluate_real(manifest: Path, weights_dir: Path, device: str = "auto", held_out: str = DEFAULT_HELD_OUT) -> dict:
     """Held-out real backgrounds: FP regions / ml on unchanged CTs, Dice + extra regions on inserted lesions."""
     from mediastinal_ai.cohort import read_manifest
     from mediastinal_ai.io import read_ct, read_mask
@@ -90,8 +107,8 @@ def evaluate_real(manifest: Path, weights_dir: Path, device: str = "auto") -> di
             ins.append({"case_id": c.case_id, "dice": round(voxel_metrics(res.mask.array, truth)["dice"], 4),
                         "other_regions": int(n - len(hit)), "lesion_ml": c.extra.get("volume_ml")})
     d = np.array([r["dice"] for r in ins]) if ins else np.array([np.nan])
-    return {"evaluated_on": "held-out real backgrounds (Lung-PET-CT-Dx patient A0002, 2 series; never in training or "
-                            "validation): unchanged CTs and SYNTHETIC-ON-REAL insertions",
+    return {"evaluated_on": f"held-out real backgrounds (Lung-PET-CT-Dx patient {held_out}, 2 series; never in "
+                            "training or validation): unchanged CTs and SYNTHETIC-ON-REAL insertions",
             "negatives": neg, "insertions": ins,
             "negatives_max_fp_regions": max((r["fp_regions"] for r in neg), default=None),
             "negatives_max_fp_ml": max((r["fp_ml"] for r in neg), default=None),
@@ -178,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trained", default=None, help="skip training: evaluate/install the model in this folder")
     ap.add_argument("--real-ct", default=None, help="folder of the real CT samples (../shared/data/real-ct)")
     ap.add_argument("--init", default=None, help="fine-tune from these weights (same plan)")
+    ap.add_argument("--held-out", default=DEFAULT_HELD_OUT, choices=sorted(PATIENTS),
+                    help="full-chest patient kept out of training as the real-background test")
+    ap.add_argument("--evaluate-only", default=None, metavar="WEIGHTS_DIR",
+                    help="only the held-out real-background figures of the model in this folder (JSON to stdout)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -212,11 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         export_prepared(manifest, cfg, Path(a.export_prepared))
         return 0
     real_train = real_test = None
+    train_bg, test_bg = backgrounds(a.held_out)
     if a.real_ct:
-        real_train, real_test = build_real_cohorts(Path(a.real_ct), work)
+        real_train, real_test = build_real_cohorts(Path(a.real_ct), work, a.held_out)
+    if a.evaluate_only:
+        if real_test is None:
+            raise SystemExit("--evaluate-only needs --real-ct")
+        print(json.dumps(evaluate_real(real_test, Path(a.evaluate_only), a.device, a.held_out), indent=1))
+        return 0
     tdata = {"synthetic": True, "cohort": COHORT, "cohort_non_contrast": COHORT_NON_CONTRAST,
-             "backgrounds": TRAIN_BACKGROUNDS if a.real_ct else [],
-             "held_out_backgrounds": TEST_BACKGROUNDS if a.real_ct else [],
+             "backgrounds": train_bg if a.real_ct else [],
+             "held_out_backgrounds": test_bg if a.real_ct else [],
              "kinds": ["synthetic phantom"] + (["synthetic-on-real", "real-negative"] if a.real_ct else [])}
     if a.trained:
         out = Path(a.trained)
@@ -236,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress=log_progress, resume=a.resume, prepared=data, init_weights=a.init,
                         training_data=tdata)
     metrics = evaluate(manifest, out, device=a.device)
-    real_metrics = evaluate_real(real_test, out, device=a.device) if real_test is not None else None
+    real_metrics = evaluate_real(real_test, out, a.device, a.held_out) if real_test is not None else None
     card_path = out / f"{NAME}.model.json"
     card = ModelCard.load(card_path)
     card.metrics = {**card.metrics, "held_out_test": metrics, "data": "SYNTHETIC cohort — not patient data"}
@@ -248,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                           + (" + SYNTHETIC-ON-REAL insertions and real negatives (tools/make_demo_segmentation.py)"
                              if a.real_ct else "")}
     repro = REPRO + (f" --epochs {a.epochs}" if a.epochs else "") + (
-        " --real-ct ../shared/data/real-ct" if a.real_ct else "") + (f" --init {a.init}" if a.init else "")
+        f" --real-ct ../shared/data/real-ct --held-out {a.held_out}" if a.real_ct else "") + (
+        f" --init {a.init}" if a.init else "")
     card.extra = {**card.extra, "reproduce": repro, "training_seconds": summary["seconds"],
                   "training_device": summary["device"]}
     card.intended_use = ("demo — not for clinical use. Trained on synthetic CT and synthetic lesions inserted into "

@@ -165,6 +165,24 @@ def dice_loss(logits: Any, target: Any, eps: float = 1.0, mode: str = "per_patch
     return (1 - (2 * inter + eps) / (p.sum(dims) + target.sum(dims) + eps)).mean()
 
 
+LOSSES = ("dice", "dice_ce")
+
+
+def segmentation_loss(logits: Any, target: Any, loss: str = "dice", dice_mode: str = "per_patch") -> Any:
+    """``dice``: the study's Dice loss alone. ``dice_ce``: Dice plus binary cross-entropy with equal
+    weight (nnU-Net's DC_and_BCE): Dice is flat for a voxel far from any tumour once a patch is
+    empty, so on real CT — mostly tumour-free patches — nothing but cross-entropy keeps teaching the
+    network what a tumour-free mediastinum looks like, voxel by voxel."""
+    import torch
+
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    d = dice_loss(logits, target, mode=dice_mode)
+    if loss == "dice":
+        return d
+    return d + torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     s = a.sum() + b.sum()
@@ -208,6 +226,12 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     out.mkdir(parents=True, exist_ok=True)
     plan = Plan(**config["plan"])
     tcfg = config.get("training", {})
+    dice_mode = str(tcfg.get("dice", "per_patch"))
+    if dice_mode not in DICE_MODES:
+        raise InputError(f"training.dice is {dice_mode!r}; expected one of {', '.join(DICE_MODES)}")
+    loss_name = str(tcfg.get("loss", "dice"))
+    if loss_name not in LOSSES:
+        raise InputError(f"training.loss is {loss_name!r}; expected one of {', '.join(LOSSES)}")
     epochs = int(epochs or tcfg.get("epochs", 30))
     bs = int(batch_size or tcfg.get("batch_size", 3))
     iters = int(tcfg.get("iterations_per_epoch", 50))
@@ -238,9 +262,6 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
         log.info("resumed at epoch %d (best val Dice %.3f)", start_epoch, best)
     weights = out / f"{name}.safetensors"
     intensity_aug = IntensityAugmentation.from_config(tcfg.get("intensity_augmentation"))
-    dice_mode = str(tcfg.get("dice", "per_patch"))
-    if dice_mode not in DICE_MODES:
-        raise InputError(f"training.dice is {dice_mode!r}; expected one of {', '.join(DICE_MODES)}")
     fg_share = batch_foreground(bs, float(tcfg.get("foreground_fraction", 0.67)),
                                 bool(tcfg.get("balanced_batches", False)))
     t0 = time.perf_counter()
@@ -258,7 +279,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             y = torch.from_numpy(np.stack([b[1] for b in batch])[:, None]).to(dev)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=dev.startswith("cuda")):
-                loss = dice_loss(net(x).float(), y, mode=dice_mode)
+                loss = segmentation_loss(net(x).float(), y, loss_name, dice_mode)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
