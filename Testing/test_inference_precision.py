@@ -12,6 +12,7 @@ from mediastinal_ai.segmentation.inference import (
     choose_precision,
     cpu_has_native_bf16,
     predict_maps,
+    window_network,
 )
 
 
@@ -49,6 +50,21 @@ def _check_fold(net):
     with torch.inference_mode():
         a, b = net(x), folded(x)
     assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
+
+
+def test_fp32_window_network_is_the_trained_network_in_another_layout(demo_model):
+    """The fp32 CPU path folds batch norm and runs in channels_last_3d: the same function as the
+    trained network in its default layout, and it hands back ordinary contiguous logits."""
+    import torch
+
+    run = window_network(demo_model, "fp32")
+    assert window_network(demo_model, "fp32") is run  # built once per model and precision
+    x = torch.rand(3, 1, *demo_model.plan.patch_size_zyx)
+    with torch.inference_mode():
+        ref = demo_model.net.eval()(x)
+        got = run(x)
+    assert got.is_contiguous() and got.shape == ref.shape and got.dtype == torch.float32
+    assert float((got - ref).abs().max()) < 1e-4 * float(ref.abs().max())
 
 
 def test_precision_choice():
