@@ -226,3 +226,24 @@ def test_training_refuses_an_unknown_loss_by_name(tmp_path):
            "training": {"loss": "focal"}}
     with pytest.raises(InputError, match="training.loss"):
         train("unused.csv", tmp_path, cfg, prepared={"train": [], "val": []}, device="cpu")
+
+
+def test_demo_tool_never_trains_on_the_held_out_patient():
+    """The demo model's real-background figures are honest only if the held-out patient's series
+    are in no training background, whichever patient is held out."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_demo_segmentation.py"
+    spec = importlib.util.spec_from_file_location("make_demo_segmentation", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert set(tool.PATIENTS) == {"A0001", "A0002"} and tool.DEFAULT_HELD_OUT == "A0001"
+    for held_out, series in tool.PATIENTS.items():
+        train, test = tool.backgrounds(held_out)
+        assert test == series and not set(train) & set(test)
+        assert not any(held_out in b for b in train)
+        other = next(p for p in tool.PATIENTS if p != held_out)
+        assert set(tool.PATIENTS[other]) <= set(train) and set(tool.OTHER_BACKGROUNDS) <= set(train)
+    with pytest.raises(SystemExit):
+        tool.backgrounds("A0003")
