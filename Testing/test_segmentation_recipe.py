@@ -247,3 +247,79 @@ def test_demo_tool_never_trains_on_the_held_out_patient():
         assert set(tool.PATIENTS[other]) <= set(train) and set(tool.OTHER_BACKGROUNDS) <= set(train)
     with pytest.raises(SystemExit):
         tool.backgrounds("A0003")
+
+
+def _val_case(kind, blocks, mask_block=None, shape=(8, 32, 32)):
+    from mediastinal_ai.segmentation.train import PreparedCase
+
+    img = np.zeros(shape, np.float32)
+    for b in blocks:
+        img[b] = 1.0
+    m = np.zeros(shape, np.uint8)
+    if mask_block is not None:
+        m[mask_block] = 1
+    return PreparedCase(f"{kind}-{len(blocks)}", img, m, kind)
+
+
+def test_validation_reports_real_ct_figures_and_the_real_selection_score():
+    """A net that thresholds its input at 0.5 makes every figure computable by hand: a phantom
+    found exactly, an insertion into real CT half found, a real negative with two false regions."""
+    from mediastinal_ai.segmentation.train import _validate
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x):
+            return 20.0 * (x - 0.5)
+
+    plan = Plan(target_spacing_xyz=(4.0, 4.0, 4.0), patch_size_zyx=(8, 16, 16), features=(2, 4, 8, 16))
+    block = (slice(2, 6), slice(4, 12), slice(4, 12))
+    half = (slice(2, 6), slice(4, 12), slice(4, 8))
+    cases = [_val_case("phantom", [block], block),
+             _val_case("synthetic-on-real", [half], block),
+             _val_case("real-negative", [(slice(1, 3), slice(2, 5), slice(2, 5)),
+                                         (slice(5, 7), slice(20, 24), slice(20, 24))])]
+    val = _validate(Threshold(), plan, cases, "cpu")
+    d_half = 2 * 128 / (128 + 256)
+    assert val["dice"] == pytest.approx((1.0 + d_half + 0.0) / 3, abs=1e-6)
+    assert val["dice_real"] == pytest.approx(d_half, abs=1e-6)
+    assert val["fp_regions_negatives"] == 2
+    assert val["real"] == pytest.approx((d_half + 1 / 3) / 2, abs=1e-6)
+    only_phantoms = _validate(Threshold(), plan, cases[:1], "cpu")
+    assert only_phantoms["real"] is None and only_phantoms["dice_real"] is None
+    assert only_phantoms["fp_regions_negatives"] is None
+
+
+def test_case_kind_from_the_manifest():
+    from types import SimpleNamespace
+
+    from mediastinal_ai.segmentation.train import case_kind
+
+    assert case_kind(SimpleNamespace(extra={"synthetic_kind": "real-negative"}, synthetic=True)) == "real-negative"
+    assert case_kind(SimpleNamespace(extra={"synthetic_kind": "synthetic-on-real"}, synthetic=True)) \
+        == "synthetic-on-real"
+    assert case_kind(SimpleNamespace(extra={}, synthetic=True)) == "phantom"
+    assert case_kind(SimpleNamespace(extra={}, synthetic=False)) == "real"
+
+
+def test_selection_on_real_ct_needs_real_validation_cases(tmp_path):
+    from mediastinal_ai.segmentation.train import train
+
+    cfg = {"plan": {"target_spacing_xyz": [4.0, 4.0, 4.0], "patch_size_zyx": [8, 16, 16],
+                    "features": [2, 4, 8, 16]},
+           "training": {"select_on": "real", "epochs": 1, "iterations_per_epoch": 1, "batch_size": 1}}
+    block = (slice(2, 6), slice(4, 12), slice(4, 12))
+    phantom = _val_case("phantom", [block], block)
+    with pytest.raises(InputError, match="no case on real CT"):
+        train("m.csv", tmp_path, cfg, prepared={"train": [phantom], "val": [phantom]}, device="cpu")
+    with pytest.raises(InputError, match="training.select_on"):
+        train("m.csv", tmp_path, {**cfg, "training": {"select_on": "loss"}}, prepared={"train": [], "val": []},
+              device="cpu")
+    real = _val_case("synthetic-on-real", [block], block)
+    summary = train("m.csv", tmp_path / "ok", cfg, prepared={"train": [phantom], "val": [phantom, real]},
+                    device="cpu")
+    assert summary["selected_on"] == "real" and summary["best_val_selection_score"] >= 0
+    import csv
+
+    with open(tmp_path / "ok" / "training_log.csv", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    assert set(row) >= {"val_dice", "val_dice_real", "val_fp_regions_negatives", "val_real"}
+    assert row["val_fp_regions_negatives"] == "" and row["val_real"] != ""

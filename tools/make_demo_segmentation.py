@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(a.work)
     cfg = load_config("segmentation_demo")
+    if a.real_ct:  # keep the checkpoint that does best on the real validation cases (benchmarks/README.md, run 5c)
+        cfg["training"]["select_on"] = "real"
     out = work / "model"
     if a.prepared:
         data = load_prepared(Path(a.prepared), cfg)
