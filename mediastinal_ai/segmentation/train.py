@@ -276,6 +276,9 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = prepared or prepare_cases(manifest, plan, progress)
+    if select_on == "real" and not any(c.kind != "phantom" for c in data["val"]):
+        raise InputError("training.select_on is 'real' but the validation split has no case on real CT "
+                         "(insertions into real CT, real negatives or real cases)", manifest)
     net = UNet3D(plan.features, decoder=plan.decoder).to(dev)
     if init_weights:  # fine-tuning: start from an earlier model of the same plan (safetensors only)
         from safetensors.torch import load_file
@@ -329,9 +332,6 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             val = _validate(net, plan, data["val"], dev)
             row.update({f"val_{k}": "" if v is None else round(v, 4) for k, v in val.items()})
             vd = val[select_on]
-            if vd is None:
-                raise InputError("training.select_on is 'real' but the validation split has no case on real CT "
-                                 "(insertions into real CT, real negatives or real cases)", manifest)
             if vd > best:
                 best, best_dice = vd, val["dice"]
                 card = ModelCard(name=name, task="segmentation", weights_file="", demo=demo,
