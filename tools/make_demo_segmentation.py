@@ -1,7 +1,10 @@
 """Reproduce the shipped demo segmentation model (demo — not for clinical use).
 
     .venv/bin/python tools/make_demo_segmentation.py --work /tmp/segdemo --real-ct ../shared/data/real-ct \
-        --init mediastinal_ai/models/builtin/demo-seg-unet3d/demo-seg-unet3d.safetensors --epochs 60 --install
+        --init WEIGHTS --epochs 80 --install
+
+(the shipped 0.2.0 weights came from three such steps; the exact chain is in their card's
+``extra.reproduce``.)
 
 1. a synthetic cohort (``generate_cohort(48, seed=1000)``; stratified train/val/test split),
 2. with ``--real-ct``: SYNTHETIC-ON-REAL cases — synthetic lesions inserted into the prevascular
