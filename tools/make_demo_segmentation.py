@@ -85,7 +85,7 @@ def build_real_cohorts(real_root: Path, work: Path, held_out: str = DEFAULT_HELD
     from mediastinal_ai.progress import log_progress
     from mediastinal_ai.synthetic.insertion import insert_cohort
 
-    train_bg, test_bg = backgrounds(held_out)
+    train_bg, _ = backgrounds(held_out)
     train_m = work / f"on_real_train_{held_out}_out" / "manifest.csv"
     if not train_m.is_file():
         insert_cohort([real_root / b for b in train_bg], INSERTIONS_PER_BACKGROUND["train"],
@@ -95,11 +95,19 @@ def build_real_cohorts(real_root: Path, work: Path, held_out: str = DEFAULT_HELD
         for r in rows:  # the first insertion of each background validates; the rest (and negatives) train
             r["split"] = "val" if r["case_id"].endswith("_ins000") or r["case_id"] == "bg01_negative" else "train"
         write_manifest(train_m, rows)
+    return train_m, build_real_test(real_root, work, held_out)
+
+
+def build_real_test(real_root: Path, work: Path, held_out: str = DEFAULT_HELD_OUT) -> Path:
+    """The held-out patient's manifest: its unchanged series and SYNTHETIC-ON-REAL insertions into them."""
+    from mediastinal_ai.progress import log_progress
+    from mediastinal_ai.synthetic.insertion import insert_cohort
+
     test_m = work / f"on_real_test_{held_out}" / "manifest.csv"
     if not test_m.is_file():
-        insert_cohort([real_root / b for b in test_bg], INSERTIONS_PER_BACKGROUND["test"],
+        insert_cohort([real_root / b for b in backgrounds(held_out)[1]], INSERTIONS_PER_BACKGROUND["test"],
                       test_m.parent, seed=9000, split="test", progress=log_progress)
-    return train_m, test_m
+    return test_m
 
 
 def evaluate_real(manifest: Path, weights_dir: Path, device: str = "auto", held_out: str = DEFAULT_HELD_OUT) -> dict:
@@ -228,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     from mediastinal_ai.models import ModelCard, write_card_for
+    from mediastinal_ai.models.card import PROJECT_LICENSE
     from mediastinal_ai.progress import log_progress
     from mediastinal_ai.segmentation.plan import load_config
     from mediastinal_ai.segmentation.train import train
@@ -249,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                          metrics={"epoch": int(ck["epoch"].item()), "selection": f"the checkpoint {ckpt}"},
                          extra={"config": cfg})
         save_model(net, plan, Path(dest) / f"{NAME}.safetensors", card)
+        return 0
+    if a.evaluate_only:  # needs the held-out test set only, not the training cohorts
+        if not a.real_ct:
+            raise SystemExit("--evaluate-only needs --real-ct")
+        real_test = build_real_test(Path(a.real_ct), work, a.held_out)
+        print(json.dumps(evaluate_real(real_test, Path(a.evaluate_only), a.device, a.held_out), indent=1))
         return 0
     if a.real_ct:  # keep the checkpoint that does best on the real validation cases (benchmarks/README.md, run 5c)
         cfg["training"]["select_on"] = "real"
@@ -277,11 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     train_bg, test_bg = backgrounds(a.held_out)
     if a.real_ct:
         real_train, real_test = build_real_cohorts(Path(a.real_ct), work, a.held_out)
-    if a.evaluate_only:
-        if real_test is None:
-            raise SystemExit("--evaluate-only needs --real-ct")
-        print(json.dumps(evaluate_real(real_test, Path(a.evaluate_only), a.device, a.held_out), indent=1))
-        return 0
     tdata = {"synthetic": True, "cohort": COHORT, "cohort_non_contrast": COHORT_NON_CONTRAST,
              "backgrounds": train_bg if a.real_ct else [],
              "held_out_backgrounds": test_bg if a.real_ct else [],
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.real_ct:
         card.version = "0.2.0"
         card.changelog = dict(CHANGELOG)
-        card.license = "Apache-2.0"
+        card.license = PROJECT_LICENSE
         card.data_license = REAL_DATA_LICENSE
         card.extra["deviations_from_published"] = DEVIATIONS
     card.intended_use = ("demo — not for clinical use. Trained on synthetic CT and synthetic lesions inserted into "

@@ -198,9 +198,9 @@ def window_network(model: Any, precision: str) -> Any:
         def run(x: Any) -> Any:
             return net(x.to(torch.bfloat16).contiguous(memory_format=fmt)).float().contiguous()
     else:
-        # fp32 in channels_last_3d too: on an AVX2-only CPU (AMD EPYC, 2 threads) the demo network
-        # ran 1.4x and the published one 1.3x faster than in the default layout, outputs equal to
-        # 1e-6 (benchmarks/README.md "fp32 layout")
+        # fp32 in channels_last_3d too: on an AVX2-only CPU (AMD EPYC, 2 threads, quiet) the demo
+        # network ran 1.82x and the published one 1.11x faster than in the default layout, logits
+        # equal to 1.4e-6 (benchmarks/window_layout.py, benchmarks/README.md "fp32 layout")
         net = _fold_batchnorm(model.net).to(memory_format=fmt)
 
         def run(x: Any) -> Any:

@@ -216,7 +216,7 @@ def _validate(net: Any, plan: Plan, cases: list[PreparedCase], device: str) -> d
     from scipy import ndimage
 
     net.eval()
-    scores, real, fp = [], [], []
+    scores, dice_real, real, fp = [], [], [], []
     with torch.no_grad():
         for c in cases:
             x = c.image
@@ -228,14 +228,16 @@ def _validate(net: Any, plan: Plan, cases: list[PreparedCase], device: str) -> d
                                                                       : c.mask.shape[2]]
             d = dice(pred, c.mask)
             scores.append(d)
-            if c.kind == "real-negative" or (c.kind == "real" and not c.mask.any()):
+            if c.kind == "phantom":
+                continue
+            if c.mask.any():
+                dice_real.append(d)
+                real.append(d)
+            else:  # a real CT without a lesion: what counts is how many false regions it gets
                 n = int(ndimage.label(pred, structure=np.ones((3, 3, 3)))[1])
                 fp.append(n)
                 real.append(1.0 / (1.0 + n))
-            elif c.kind != "phantom":
-                real.append(d)
     net.train()
-    dice_real = [sc for sc, c in zip(scores, cases) if c.kind in ("synthetic-on-real", "real") and c.mask.any()]
     return {"dice": float(np.mean(scores)),
             "dice_real": float(np.mean(dice_real)) if dice_real else None,
             "fp_regions_negatives": float(np.sum(fp)) if fp else None,
@@ -294,6 +296,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, best = int(ck["epoch"].item()) + 1, float(ck["best"].item())
+        best_dice = float(ck["best_dice"].item()) if "best_dice" in ck else best  # older checkpoints: Dice selection
         rng = np.random.default_rng(seed + start_epoch)
         if log_path.is_file():
             with open(log_path, encoding="utf-8") as f:
@@ -350,7 +353,7 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             w.writerows(history)
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": torch.tensor(epoch),
-                        "best": torch.tensor(best)}, tmp)
+                        "best": torch.tensor(best), "best_dice": torch.tensor(best_dice)}, tmp)
         report(progress, 0.1 + 0.9 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {row['loss']} "
                f"val Dice {row['val_dice']}")
     from ..evaluation.plots import write_training_curves
@@ -358,7 +361,6 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
     write_training_curves(log_path, out / "training_curves.png", title="3D U-Net training")
     from ..evaluation.quality import poor_metric_warning
 
-    best_dice = best_dice if best_dice >= 0 else best  # resumed without a new best: the checkpoint's score
     warning = poor_metric_warning("dice", best_dice if best_dice >= 0 else None, "validation", model=name)
     if warning and weights.is_file():  # saved anyway (a user may want to inspect it), but the card says so
         from ..models.card import ModelCard, write_card_for
@@ -369,7 +371,8 @@ def train(manifest: str | Path, out_dir: str | Path, config: dict[str, Any], *, 
             card.metrics = {**card.metrics, "quality_warning": warning}
             write_card_for(weights, card)
     summary = {"best_val_dice": best_dice, "selected_on": select_on, "best_val_selection_score": best,
-               "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1), "device": dev, "weights": str(weights), "quality_warning": warning, **provenance(config=config)}
+               "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1), "device": dev,
+               "weights": str(weights), "quality_warning": warning, **provenance(config=config)}
     atomic_write_json(out / "training_summary.json", summary)
     return summary
 
