@@ -167,7 +167,7 @@ def conv_peak(features: tuple[int, ...], patch: tuple[int, ...], precision: str,
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    fmt = torch.channels_last_3d if precision == "bf16" else torch.contiguous_format
+    fmt = torch.channels_last_3d  # the layout inference runs in, fp32 too
     rows = {}
     levels = [(1, features[0])] + [(features[i], features[i]) for i in range(4)]
     shapes = [(batch, cin, *(p // 2 ** max(0, lvl - 1) for p in patch)) for lvl, (cin, cout) in enumerate(levels)]
@@ -209,12 +209,12 @@ def ours_child(args: argparse.Namespace) -> None:
     achieved = total / max(inf.get("network_seconds") or inf["seconds"], 1e-9) / 1e9
     # On a shared machine the run above and a peak measured later see different loads: so the
     # window network and the peak convolutions are also timed here, interleaved, best of 3 each.
-    from mediastinal_ai.segmentation.inference import _fold_batchnorm
+    from mediastinal_ai.segmentation.inference import cpu_window_module
 
-    net = _fold_batchnorm(UNet3D(feats).eval())
+    # the module ``segment`` runs on a CPU (folded BN, fused conv + ReLU, channels_last_3d)
+    net = cpu_window_module(UNet3D(feats, decoder=plan.get("decoder", "deconv")).eval(), precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    fmt = torch.channels_last_3d if precision == "bf16" else torch.contiguous_format
-    net = net.to(memory_format=fmt).to(dtype)
+    fmt = torch.channels_last_3d
     x = torch.rand(batch, 1, *patch).to(dtype).contiguous(memory_format=fmt)
     best_net, peaks = 1e9, []
     with torch.inference_mode():

@@ -4,7 +4,9 @@ Why: the layout oneDNN's convolutions want differs by CPU, and bfloat16 is only 
 computes it natively (AMX / AVX512-BF16); emulated, it is tens of times slower than fp32. This
 measures, interleaved in one process, single 3x3x3 convolutions of the demo and published widths
 and the two whole networks (batch norm folded, as at inference) in both layouts, fp32 — and bf16
-when the CPU has it natively — and checks that the layouts give the same logits.
+when the CPU has it natively — and checks that the layouts give the same logits. Each network is
+also timed as ``segment`` runs it on a CPU (``cpu_window_module``: channels_last_3d with every
+convolution + ReLU one oneDNN call), against channels_last_3d with separate ReLUs.
 
     .venv/bin/python benchmarks/window_layout.py --threads 2 --json benchmarks/results/window_layout_<date>.json
 """
@@ -36,7 +38,7 @@ def main() -> int:
     a = ap.parse_args()
     import torch
 
-    from mediastinal_ai.segmentation.inference import _fold_batchnorm, cpu_has_native_bf16
+    from mediastinal_ai.segmentation.inference import _fold_batchnorm, cpu_has_native_bf16, cpu_window_module
     from mediastinal_ai.segmentation.network import UNet3D
 
     torch.set_num_threads(a.threads)
@@ -72,9 +74,17 @@ def main() -> int:
                 with torch.inference_mode():
                     row[name] = {"seconds": round(best_of(lambda n=n, xx=xx: n(xx), a.repeats), 4)}
                     ys[name] = n(xx).float().contiguous()
+            fused, xx = cpu_window_module(net, "bf16" if dt == torch.bfloat16 else "fp32", fuse_relu=True), x.to(dt).contiguous(memory_format=cl)
+            with torch.inference_mode():
+                row["channels_last_3d_fused_relu"] = {"seconds": round(best_of(lambda n=fused, xx=xx: n(xx), a.repeats), 4)}
+                ys["fused"] = fused(xx).float().contiguous()
             row["speedup_channels_last"] = round(row["ncdhw"]["seconds"] / row["channels_last_3d"]["seconds"], 2)
+            row["speedup_fused_relu_over_channels_last"] = round(
+                row["channels_last_3d"]["seconds"] / row["channels_last_3d_fused_relu"]["seconds"], 2)
             ref = ys["ncdhw"]
             row["max_relative_logit_difference"] = float((ys["channels_last_3d"] - ref).abs().max() / ref.abs().max())
+            row["max_relative_logit_difference_fused_vs_channels_last"] = float(
+                (ys["fused"] - ys["channels_last_3d"]).abs().max() / ys["channels_last_3d"].abs().max())
             out["networks"].append(row)
             print(json.dumps(row), flush=True)
     out["load_average_at_end"] = os.getloadavg()[0]

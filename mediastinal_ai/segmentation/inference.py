@@ -170,14 +170,36 @@ def _fold_batchnorm(net: Any) -> Any:
     return out
 
 
+def cpu_window_module(net: Any, precision: str, fuse_relu: bool | None = None) -> Any:
+    """The module a CPU runs for ``net`` (left untouched) in ``precision`` (``fp32`` | ``bf16``):
+    batch norm folded into the convolutions, weights in ``channels_last_3d`` (the layout oneDNN's
+    kernels want, no reorder before every convolution), bfloat16 weights for ``bf16``.
+
+    ``fuse_relu`` (default: for ``bf16``): every convolution + ReLU one oneDNN call
+    (:mod:`.onednn`, where PyTorch has the fused kernels). By measurement (Xeon with AMX, 2
+    threads, benchmarks/window_layout.py): bf16 1.19-1.26x (demo network) and 1.28-1.37x
+    (published) faster, the same logits; fp32 0.94-0.97x / 1.05-1.12x, so fp32 keeps separate
+    ReLUs. Shared with the benchmarks so that they time what ``segment`` runs."""
+    import torch
+
+    from . import onednn
+
+    folded = _fold_batchnorm(net)
+    if (precision == "bf16" if fuse_relu is None else fuse_relu) and onednn.fused_ops_available():
+        folded = onednn.fuse_conv_relu(folded)
+    folded = folded.to(memory_format=torch.channels_last_3d)
+    return folded.to(torch.bfloat16) if precision == "bf16" else folded
+
+
 def window_network(model: Any, precision: str) -> Any:
     """``f(windows) -> float32 logits`` for float32 windows on the model's device, in the given
     precision (see :func:`choose_precision`); built once per model and precision.
 
-    CPU: batch norm folded into the convolutions, activations in ``channels_last_3d`` (the layout
-    oneDNN's kernels want, no reorder before every convolution); for ``bf16`` bfloat16 weights and
-    activations (AMX/AVX512-BF16). GPU: the network under ``torch.autocast`` (bf16/fp16) with
-    channels_last_3d activations."""
+    CPU: :func:`cpu_window_module` — in bfloat16 on AMX/AVX512-BF16, else fp32 (fp32 in
+    channels_last_3d too: on an AVX2-only CPU (AMD EPYC, 2 threads, quiet) the demo network ran
+    1.82x and the published one 1.11x faster than in the default layout, logits equal to 1.4e-6;
+    benchmarks/window_layout.py, benchmarks/README.md "fp32 layout"). GPU: the network under
+    ``torch.autocast`` (bf16/fp16) with channels_last_3d activations."""
     import torch
 
     cache = model.__dict__.setdefault("_window_networks", {})
@@ -192,19 +214,12 @@ def window_network(model: Any, precision: str) -> Any:
         def run(x: Any) -> Any:
             with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None):
                 return net(x.contiguous(memory_format=fmt)).float().contiguous()
-    elif precision == "bf16":
-        net = _fold_batchnorm(model.net).to(memory_format=fmt).to(torch.bfloat16)
-
-        def run(x: Any) -> Any:
-            return net(x.to(torch.bfloat16).contiguous(memory_format=fmt)).float().contiguous()
     else:
-        # fp32 in channels_last_3d too: on an AVX2-only CPU (AMD EPYC, 2 threads, quiet) the demo
-        # network ran 1.82x and the published one 1.11x faster than in the default layout, logits
-        # equal to 1.4e-6 (benchmarks/window_layout.py, benchmarks/README.md "fp32 layout")
-        net = _fold_batchnorm(model.net).to(memory_format=fmt)
+        net = cpu_window_module(model.net, precision)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
         def run(x: Any) -> Any:
-            return net(x.contiguous(memory_format=fmt)).contiguous()
+            return net(x.to(dtype).contiguous(memory_format=fmt)).float().contiguous()
     cache[precision] = run
     return run
 
