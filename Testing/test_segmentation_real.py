@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from mediastinal_ai.volume import Volume
 
@@ -242,6 +243,44 @@ def test_synthetic_anatomy_matches_the_generator_tissues():
     lesion = c.ct.index_to_lps(np.argwhere(c.mask.array > 0)[:, ::-1].astype(float))
     comp, inside = lesion_compartment(a, lesion)
     assert comp == "anterior" and inside > 0.8, (comp, inside)
+
+
+def test_all_components_at_once_equal_one_by_one_lookup():
+    """label_compartments (issue 17: every component in one pass, before the lesion table) gives
+    each label the compartment and share inside that lesion_compartment gives it alone, on a
+    synthetic case with known anatomy: the generator's lesion, lung blobs, and a blob straddling
+    the envelope; inside a box and in slabs that cut components."""
+    from mediastinal_ai.anatomy import lesion_compartment
+    from mediastinal_ai.anatomy.chest import label_compartments
+    from mediastinal_ai.synthetic import TISSUES, generate_case
+
+    c = generate_case(778, "thymoma_AB", return_tissues=True)
+    a = analyse_chest(canonical(c.ct)[0])
+    tissues = c.tissues.array if hasattr(c.tissues, "array") else c.tissues
+    labels = (c.mask.array > 0).astype(np.int32)
+    lung = np.isin(tissues, [TISSUES[n] for n in TISSUES if "lung" in n])
+    lung = np.argwhere(ndimage.binary_erosion(lung, iterations=6) & (labels == 0))  # deep in the lung
+    rng = np.random.default_rng(3)
+    for lab in (2, 3, 4):
+        z, y, x = lung[rng.integers(len(lung))]
+        labels[max(z - 2, 0):z + 2, max(y - 3, 0):y + 3, max(x - 3, 0):x + 3] = lab
+    z, y, x = np.argwhere(labels == 1).mean(0).astype(int)  # a slab through the lesion's centre, far to one side
+    labels[z, y, x:] = np.where(labels[z, y, x:] == 0, 5, labels[z, y, x:])
+    n = 5
+    nz = np.nonzero(labels)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in nz)
+    got = label_compartments(a, c.ct, labels, n, box, slab=3)
+    for lab in range(1, n + 1):
+        idx = np.argwhere(labels == lab)
+        lps = c.ct.index_to_lps(idx[:, ::-1].astype(float))
+        comp, inside = lesion_compartment(a, lps)
+        assert got["voxels"][lab] == len(idx)
+        assert got["compartment"][lab] == comp, lab
+        assert got["inside"][lab] == pytest.approx(inside)
+        assert np.allclose(got["centroid_lps"][lab], lps.mean(0))
+    assert got["compartment"][1] == "anterior"
+    assert {got["compartment"][lab] for lab in (2, 3, 4)} == {"lung"}
+    assert 0 < got["inside"][5] < 1
 
 
 # ------------------------------------------------------------------ lesion insertion

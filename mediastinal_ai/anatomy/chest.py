@@ -495,13 +495,53 @@ def lesion_compartment(anatomy: ChestAnatomy, lps: np.ndarray) -> tuple[str, flo
     """The compartment most of a lesion's voxels (LPS points) fall in, and the share of its voxels
     inside the mediastinal envelope."""
     codes = anatomy.codes_at(lps)
-    inside = float(anatomy.in_envelope(lps).mean()) if len(codes) else 0.0
     if not len(codes):
         return "other", 0.0
-    counts = np.bincount(codes, minlength=8)
+    inside = float(anatomy.in_envelope(lps).mean())
+    return _compartment_of_counts(np.bincount(codes, minlength=8)), inside
+
+
+def _compartment_of_counts(counts: np.ndarray) -> str:
+    """The compartment rule on a lesion's voxel count per anatomy code."""
+    n = counts.sum()
     med = counts[[ANTERIOR, MIDDLE, POSTERIOR]]
-    if med.sum() >= 0.25 * len(codes):
-        return COMPARTMENT_SITE[[ANTERIOR, MIDDLE, POSTERIOR][int(np.argmax(med))]], inside
-    if counts[LUNG] >= 0.5 * len(codes):
-        return "lung", inside
-    return "other", inside
+    if med.sum() >= 0.25 * n:
+        return COMPARTMENT_SITE[[ANTERIOR, MIDDLE, POSTERIOR][int(np.argmax(med))]]
+    if counts[LUNG] >= 0.5 * n:
+        return "lung"
+    return "other"
+
+
+def label_compartments(anatomy: ChestAnatomy, ct: Volume, labels: np.ndarray, n: int,
+                       box: tuple[slice, ...] | None = None, slab: int = 16) -> dict[str, np.ndarray]:
+    """:func:`lesion_compartment` of every component of ``labels`` (ids 1..n, on ``ct``'s grid) at
+    once, plus each one's voxel count and LPS centroid (index 0 unused).
+
+    Why: a noisy probability map has thousands of small components, most outside the mediastinum
+    (a randomly initialised published network: 7,829 on a real chest CT); looking each one up on
+    its own took seconds, before the outside ones were dropped anyway. Here every labelled voxel is
+    looked up once, slab by slab (``slab`` z-planes of ``box`` at a time, so the point arrays stay
+    small), and counted per label."""
+    box = box or tuple(slice(0, s) for s in labels.shape)
+    voxels = np.zeros(n + 1)
+    inside = np.zeros(n + 1)
+    centre = np.zeros((n + 1, 3))
+    codes = np.zeros((n + 1, 8))
+    for z0 in range(box[0].start, box[0].stop, slab):
+        sl = (slice(z0, min(z0 + slab, box[0].stop)), box[1], box[2])
+        part = labels[sl]
+        nz = np.nonzero(part)
+        if not len(nz[0]):
+            continue
+        lab = part[nz]
+        idx = np.stack(nz, 1) + np.array([b.start for b in sl])
+        lps = ct.index_to_lps(idx[:, ::-1].astype(float))
+        voxels += np.bincount(lab, minlength=n + 1)
+        inside += np.bincount(lab, weights=anatomy.in_envelope(lps).astype(float), minlength=n + 1)
+        for k in range(3):
+            centre[:, k] += np.bincount(lab, weights=lps[:, k], minlength=n + 1)
+        codes += np.bincount(lab * 8 + anatomy.codes_at(lps).astype(np.int64), minlength=8 * (n + 1)).reshape(-1, 8)
+    some = np.maximum(voxels, 1)
+    comp = np.array(["other"] + [_compartment_of_counts(codes[i]) if voxels[i] else "other" for i in range(1, n + 1)],
+                    dtype=object)
+    return {"voxels": voxels, "inside": inside / some, "centroid_lps": centre / some[:, None], "compartment": comp}

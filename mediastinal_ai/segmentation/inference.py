@@ -115,8 +115,11 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 #: windows per network call, by measurement (benchmarks/README.md): the demo network's 84 windows
 #: of a real chest crop took 198 / 115 / 63 / 34 s of network time at batch 1 / 2 / 4 / 8 (bf16,
 #: 2 shared cores; same masks): its small convolutions fill the cores only in batches. The
-#: published network keeps batch 2 (its 48×128×128 windows are wide enough; not re-measured).
-SW_BATCH_SIZE = {"demo": 8, "published": 2}
+#: published network's 48×128×128 windows are wide enough alone: 0.383 / 0.386 / 0.433 s per window
+#: at batch 1 / 2 / 4, and `segment` on the real 512×512×300 CT 17.4-20.1 s of network time at
+#: batch 1 against 19.6-22.3 s at batch 2 (Xeon with AMX, bf16, fused conv + ReLU, 2 runs each,
+#: 2026-12-05), with half the activations in memory at a time.
+SW_BATCH_SIZE = {"demo": 8, "published": 1}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -454,11 +457,13 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
     # everything below works inside the box of the voxels over the threshold, grown by the one
     # voxel the shell below reaches (whole-volume passes took seconds on a 512×512×300 CT)
     fbox = foreground_box(binary, margin=1)
-    labels, _ = components(binary, box=fbox)  # the same labels in any box holding every true voxel
+    labels, n = components(binary, box=fbox)  # the same labels in any box holding every true voxel
     del binary
+    dropped: list[dict[str, Any]] = []
+    if anatomy is not None and restrict_to_mediastinum and n:
+        dropped = _drop_outside_mediastinum(labels, n, ct, anatomy, fbox)
     boxes = label_boxes(labels, fbox) if fbox is not None else []
     lesions = lesion_table(labels, ct, probability.array, boxes=boxes)
-    dropped: list[dict[str, Any]] = []
     if anatomy is not None or uncertainty is not None:
         keep = []
         for row in lesions:
@@ -474,12 +479,7 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
                 idx = (np.argwhere(sel) + origin)[:, ::-1].astype(float)
                 comp, inside = lesion_compartment(anatomy, ct.index_to_lps(idx))
                 row["compartment"] = comp
-                row["inside_mediastinum"] = round(inside, 3)
-                if restrict_to_mediastinum and inside < MIN_INSIDE_FRACTION:
-                    dropped.append({k: row[k] for k in ("volume_ml", "centroid_lps_mm", "compartment",
-                                                         "inside_mediastinum")})
-                    labels[sl][sel] = 0
-                    continue
+                row["inside_mediastinum"] = round(inside, 3)  # >= MIN_INSIDE_FRACTION when restricted
                 shell = ndimage.binary_dilation(sel, iterations=1) & ~sel
                 hu = ct.array[sl][shell]
                 touch = float((hu > 150).mean()) if hu.size and anatomy.stats.get("contrast", False) else None
@@ -489,18 +489,38 @@ def postprocess_full(ct: Volume, probability: Volume, threshold: float = 0.5,
             row["review"] = bool(reasons)
             row["review_reasons"] = "; ".join(reasons)
             keep.append(row)
-        if len(keep) != len(lesions):  # renumber the kept lesions 1..n (largest first, as before)
-            remap = np.zeros(len(lesions) + 1, labels.dtype)
-            for i, row in enumerate(keep, start=1):
-                remap[row["lesion_id"]] = i
-                row["lesion_id"] = i
-            box_labels = labels[fbox]
-            np.copyto(box_labels, remap[box_labels], where=box_labels > 0)
         lesions = keep
     mask = lazy_zeros(labels.shape, np.uint8)  # written where there are lesions only: untouched pages cost nothing
     if fbox is not None:
         np.copyto(mask[fbox], 1, where=labels[fbox] > 0)
     return ct.with_array(mask, units="label"), labels, lesions, dropped
+
+
+def _drop_outside_mediastinum(labels: np.ndarray, n: int, ct: Volume, anatomy: ChestAnatomy,
+                              box: tuple[slice, ...] | None) -> list[dict[str, Any]]:
+    """Zero the components of ``labels`` (1..n, largest first) with less than
+    :data:`MIN_INSIDE_FRACTION` of their voxels in the mediastinal envelope and renumber the rest
+    1..k in the same order; the dropped ones' rows (volume, centroid, compartment, share inside).
+
+    Done for all components at once before the lesion table (:func:`~mediastinal_ai.anatomy.chest.label_compartments`):
+    measuring every one of thousands of noise components first took seconds (issue 17)."""
+    from ..anatomy.chest import label_compartments
+
+    c = label_compartments(anatomy, ct, labels, n, box)
+    drop = c["inside"] < MIN_INSIDE_FRACTION
+    drop[0] = False
+    if not drop.any():
+        return []
+    rows = [{"volume_ml": round(float(c["voxels"][i]) * ct.voxel_volume_mm3 / 1000.0, 3),
+             "centroid_lps_mm": [round(float(v), 1) for v in c["centroid_lps"][i]],
+             "compartment": str(c["compartment"][i]), "inside_mediastinum": round(float(c["inside"][i]), 3)}
+            for i in np.flatnonzero(drop)]
+    remap = np.zeros(n + 1, labels.dtype)
+    keep = np.flatnonzero(~drop)[1:]
+    remap[keep] = np.arange(1, len(keep) + 1, dtype=labels.dtype)
+    sub = labels[box] if box is not None else labels
+    np.copyto(sub, remap[sub], where=sub > 0)
+    return rows
 
 
 def postprocess(ct: Volume, probability: Volume, threshold: float = 0.5,
