@@ -217,7 +217,10 @@ def ours_child(args: argparse.Namespace) -> None:
     fmt = torch.channels_last_3d
     x = torch.rand(batch, 1, *patch).to(dtype).contiguous(memory_format=fmt)
     best_net, peaks = 1e9, []
-    with torch.inference_mode():
+    from mediastinal_ai.segmentation.cpu_memory import reuse_freed_memory
+
+    # both as segment's window loop runs them: freed memory kept for reuse (cpu_memory)
+    with torch.inference_mode(), reuse_freed_memory():
         net(x)
         for _ in range(3):
             peaks.append(conv_peak(feats, patch, precision, batch, repeats=1))

@@ -6,7 +6,8 @@ measures, interleaved in one process, single 3x3x3 convolutions of the demo and 
 and the two whole networks (batch norm folded, as at inference) in both layouts, fp32 — and bf16
 when the CPU has it natively — and checks that the layouts give the same logits. Each network is
 also timed as ``segment`` runs it on a CPU (``cpu_window_module``: channels_last_3d with every
-convolution + ReLU one oneDNN call), against channels_last_3d with separate ReLUs.
+convolution + ReLU one oneDNN call), against channels_last_3d with separate ReLUs, and as
+``segment`` runs its window loop: that module with freed memory kept for reuse (``cpu_memory``).
 
     .venv/bin/python benchmarks/window_layout.py --threads 2 --json benchmarks/results/window_layout_<date>.json
 """
@@ -38,6 +39,7 @@ def main() -> int:
     a = ap.parse_args()
     import torch
 
+    from mediastinal_ai.segmentation.cpu_memory import reuse_freed_memory
     from mediastinal_ai.segmentation.inference import _fold_batchnorm, cpu_has_native_bf16, cpu_window_module
     from mediastinal_ai.segmentation.network import UNet3D
 
@@ -78,9 +80,19 @@ def main() -> int:
             with torch.inference_mode():
                 row["channels_last_3d_fused_relu"] = {"seconds": round(best_of(lambda n=fused, xx=xx: n(xx), a.repeats), 4)}
                 ys["fused"] = fused(xx).float().contiguous()
+                # what segment runs: its module (fused for bf16 only) with freed memory kept
+                seg = cpu_window_module(net, "bf16" if dt == torch.bfloat16 else "fp32")
+                with reuse_freed_memory() as kept:
+                    row["segment_module_reused_memory"] = {
+                        "seconds": round(best_of(lambda n=seg, xx=xx: n(xx), a.repeats), 4), "in_force": kept}
+                    ys["segment"] = seg(xx).float().contiguous()
             row["speedup_channels_last"] = round(row["ncdhw"]["seconds"] / row["channels_last_3d"]["seconds"], 2)
             row["speedup_fused_relu_over_channels_last"] = round(
                 row["channels_last_3d"]["seconds"] / row["channels_last_3d_fused_relu"]["seconds"], 2)
+            before = row["channels_last_3d_fused_relu" if dt == torch.bfloat16 else "channels_last_3d"]["seconds"]
+            row["speedup_reused_memory"] = round(before / row["segment_module_reused_memory"]["seconds"], 2)
+            row["reused_memory_same_logits"] = bool(torch.equal(
+                ys["segment"], ys["fused" if dt == torch.bfloat16 else "channels_last_3d"]))
             ref = ys["ncdhw"]
             row["max_relative_logit_difference"] = float((ys["channels_last_3d"] - ref).abs().max() / ref.abs().max())
             row["max_relative_logit_difference_fused_vs_channels_last"] = float(

@@ -331,6 +331,7 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
 
     from ..anatomy import analyse_chest
     from ..orientation import CANONICAL, canonical, restore_volume
+    from .cpu_memory import reuse_freed_memory
     from .window import sliding_window
 
     t0 = time.perf_counter()
@@ -371,7 +372,9 @@ def predict_maps(ct: Volume, model: Any, *, overlap: float = 0.5, tta: str | boo
     s1 = None
     s2 = None
     t_sw = time.perf_counter()
-    with torch.inference_mode():
+    # CPU: freed activations kept for the next layer and window instead of fresh memory maps
+    # (cpu_memory: 1.81x on a published bf16 window, 1.31x fp32; same logits)
+    with torch.inference_mode(), reuse_freed_memory(enabled=not str(model.device).startswith("cuda")):
         for axes in flips:
             dims = [a + 2 for a in axes]
             inp = torch.flip(t, dims) if dims else t
